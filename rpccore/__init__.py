@@ -1,0 +1,56 @@
+"""rpccore: a ZeroRPC implementation, wire-compatible with zerorpc 0.6.3.
+
+The protocol lives in pure, I/O-free classes (ClientConnection, ServerConnection); the
+drivers ``rpccore.aio`` (asyncio) and ``rpccore.green`` (gevent) move their bytes.
+"""
+
+from ._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
+from ._errors import (
+    LocalProtocolError,
+    LostRemote,
+    MessageTooLarge,
+    MethodNotFound,
+    ProtocolError,
+    RemoteError,
+    RemoteProtocolError,
+    RPCError,
+    TimeoutExpired,
+)
+from ._events import (
+    CallFailed,
+    ChannelLost,
+    CreditGranted,
+    Reply,
+    Request,
+    StreamEnd,
+    StreamItem,
+)
+from ._heartbeat import DEFAULT_HEARTBEAT
+from ._server import ServerConnection
+from ._trace import TraceContext, current_trace
+
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "CallFailed",
+    "ChannelLost",
+    "ClientConnection",
+    "CreditGranted",
+    "LocalProtocolError",
+    "LostRemote",
+    "MessageTooLarge",
+    "MethodNotFound",
+    "ProtocolError",
+    "RPCError",
+    "RemoteError",
+    "RemoteProtocolError",
+    "Reply",
+    "Request",
+    "ServerConnection",
+    "StreamEnd",
+    "StreamItem",
+    "TimeoutExpired",
+    "TraceContext",
+    "current_trace",
+]

@@ -1,0 +1,87 @@
+"""Trace context carried in event headers (DESIGN.md, "Wire compatibility").
+
+Headers may carry ``trace_id`` (32 lowercase hex), ``span_id`` (16 hex),
+``parent_span_id`` and a W3C ``traceparent``. A server makes the incoming context current
+while a handler runs; calls made inside the handler are child spans of it. The current
+context lives in a ContextVar: asyncio tasks copy it, and every greenlet has its own
+context, so the same variable serves both drivers.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Final
+
+_TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
+_TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_SPAN: Final = "0" * 16
+
+
+def _hex(nbytes: int) -> str:
+    return binascii.hexlify(os.urandom(nbytes)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None = None
+
+    @classmethod
+    def new_root(cls) -> TraceContext:
+        return cls(_hex(16), _hex(8))
+
+    @classmethod
+    def from_header(cls, header: Mapping[Any, Any]) -> TraceContext | None:
+        """The context an event carries, or None when it has none (or only garbage)."""
+        trace_id = header.get("trace_id")
+        if isinstance(trace_id, str) and _TRACE_ID.fullmatch(trace_id) and trace_id != _ZERO_TRACE:
+            span_id = header.get("span_id")
+            parent = header.get("parent_span_id")
+            return cls(
+                trace_id,
+                span_id if isinstance(span_id, str) and _SPAN_ID.fullmatch(span_id) else _hex(8),
+                parent if isinstance(parent, str) and _SPAN_ID.fullmatch(parent) else None,
+            )
+        traceparent = header.get("traceparent")
+        if isinstance(traceparent, str):
+            return cls.from_traceparent(traceparent)
+        return None
+
+    @classmethod
+    def from_traceparent(cls, value: str) -> TraceContext | None:
+        match = _TRACEPARENT.fullmatch(value.strip().lower())
+        if match is None or match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
+            return None
+        return cls(match[1], match[2])
+
+    def child(self) -> TraceContext:
+        """A new span whose parent is this one."""
+        return TraceContext(self.trace_id, _hex(8), self.span_id)
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-01"
+
+    def to_header(self) -> dict[str, str]:
+        header = {"trace_id": self.trace_id, "span_id": self.span_id}
+        if self.parent_span_id is not None:
+            header["parent_span_id"] = self.parent_span_id
+        header["traceparent"] = self.traceparent
+        return header
+
+
+current_trace: ContextVar[TraceContext | None] = ContextVar("rpccore_trace", default=None)
+
+
+def outgoing_trace_header() -> dict[str, str] | None:
+    """Header keys for a call made now: a child of the current span, if there is one."""
+    ctx = current_trace.get()
+    return None if ctx is None else ctx.child().to_header()

@@ -1,0 +1,11 @@
+"""rpccore on gevent (``zmq.green``): a blocking API in the spirit of zerorpc.
+
+server = Server(Calc()); server.bind("tcp://127.0.0.1:4242"); server.run()
+client = Client("tcp://127.0.0.1:4242"); client.add(1, 2)
+"""
+
+from .._service import stream
+from ._client import Client, Stream
+from ._server import Server
+
+__all__ = ["Client", "Server", "Stream", "stream"]
