@@ -1,7 +1,78 @@
-"""The ``zerogate`` command line."""
+"""The ``zerogate`` command line.
+
+For now it has one command, ``zerogate demo``: an rpccore demo server on loopback that
+prints how to call it. The gateway, token and tooling commands of DESIGN.md arrive with
+their issues.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 
-def main(argv: list[str] | None = None) -> int:
+DEMO_HOST = "127.0.0.1"
+DEMO_PORT = 4242
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import signal
+
+    import gevent
+
+    from rpccore.green import Server
+
+    from .demo import Calc
+
+    endpoint = f"tcp://{args.host}:{args.port}"
+    # threaded: the demo's slow() really blocks, and heartbeats must keep flowing meanwhile.
+    server = Server(Calc(), name="calc", threaded=True)
+    try:
+        server.bind(endpoint)
+    except Exception as exc:
+        print(f"zerogate demo: cannot bind {endpoint}: {exc}", file=sys.stderr)
+        return 2
+    gevent.signal_handler(signal.SIGINT, server.stop)
+    gevent.signal_handler(signal.SIGTERM, server.stop)
+    python = sys.executable
+    print(
+        f"zerogate demo: serving the 'calc' service (rpccore, gevent driver) on {endpoint}\n"
+        "\n"
+        "Call it from Python on gevent:\n"
+        f"  {python} -c \"from rpccore.green import Client; "
+        f"print(Client('{endpoint}').add(1, 2))\"\n"
+        "Or on asyncio:\n"
+        f"  {python} -c \"import asyncio; from rpccore.aio import Client; "
+        f"print(asyncio.run(Client('{endpoint}').call('greet', 'pycon')))\"\n"
+        "A stream:\n"
+        f"  {python} -c \"from rpccore.green import Client; "
+        f"print(list(Client('{endpoint}').count(5)))\"\n"
+        "\n"
+        "Methods: add, greet, midpoint, count (stream), divide (raises on 0), slow.\n"
+        "Ctrl-C stops.",
+        flush=True,
+    )
+    server.run()
+    print("zerogate demo: stopped", file=sys.stderr)
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zerogate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser("demo", help="serve the demo RPC service on loopback")
+    demo.add_argument("--host", default=DEMO_HOST, help=f"address to bind (default {DEMO_HOST})")
+    demo.add_argument("--port", type=int, default=DEMO_PORT, help=f"port (default {DEMO_PORT})")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ._codec import PROTOCOL_VERSION, Encoder, Frames, MessageId, decode, new_message_id
+from ._codec import (
+    PROTOCOL_VERSION,
+    Encoder,
+    Frames,
+    MessageId,
+    decode,
+    new_message_id,
+    preview,
+)
 from ._errors import (
     LostRemote,
     MethodNotFound,
@@ -35,7 +43,7 @@ from ._errors import (
     TimeoutExpired,
 )
 from ._events import CallFailed, ClientEvent, Reply, StreamEnd, StreamItem
-from ._heartbeat import DEFAULT_HEARTBEAT, Heartbeat, format_seconds
+from ._heartbeat import DEFAULT_HEARTBEAT, Heartbeat, check_period, format_seconds
 from ._problems import ProblemLog
 from ._timers import TimerQueue
 
@@ -95,6 +103,7 @@ class ClientConnection:
     ) -> None:
         if window < 2:
             raise ValueError("window must be at least 2")
+        check_period(heartbeat)
         self.heartbeat = heartbeat
         self.passive_heartbeat = passive_heartbeat
         self.window = window
@@ -170,17 +179,20 @@ class ClientConnection:
     # -- incoming ------------------------------------------------------------------
 
     def receive(self, frames: Frames, now: float) -> ClientEvent | None:
+        if not frames:
+            return None
         try:
             event = decode(frames[-1])
         except RemoteProtocolError as exc:
-            self.problems.report("undecodable", str(exc))
+            self.problems.report("undecodable", "{}", str(exc))
             return None
         cid = event.header.get("response_to")
         call = self._calls.get(cid) if isinstance(cid, _HASHABLE_IDS) else None
         if call is None:
             self.problems.report(
                 "unroutable",
-                f"{event.name!r} for an unknown or finished call (normal after a timeout)",
+                "{} for an unknown or finished call (normal after a timeout)",
+                event.name,
                 level=logging.DEBUG,
             )
             return None
@@ -208,7 +220,9 @@ class ClientConnection:
         args = event.args
         if name == "OK":
             if type(args) is not list or not args:
-                return self._fail(call, RemoteProtocolError(f"OK args not [value]: {args!r:.80}"))
+                return self._fail(
+                    call, RemoteProtocolError(f"OK args not [value]: {preview(args)}")
+                )
             self._close(call)
             return Reply(call.id, args[0])
         if name == "STREAM_DONE":
@@ -216,7 +230,9 @@ class ClientConnection:
             return StreamEnd(call.id)
         if name == "ERR":
             return self._fail(call, _remote_error(event.header, args, call.method))
-        return self._fail(call, RemoteProtocolError(f"unable to find a pattern for: {name!r:.80}"))
+        return self._fail(
+            call, RemoteProtocolError(f"unable to find a pattern for: {preview(name)}")
+        )
 
     # -- timers --------------------------------------------------------------------
 
@@ -270,11 +286,15 @@ def _remote_error(header: Mapping[Any, Any], args: Any, method: str) -> RPCError
     version = header.get("v")
     if not isinstance(version, int) or version < 2:
         text = args[0] if type(args) is list and args else args
-        return RemoteError("RemoteError", str(text), None)
+        return RemoteError("RemoteError", _text(text), None)
     if type(args) is not list or len(args) not in (2, 3):
-        return RemoteProtocolError(f"ERR args not [name, message, traceback]: {args!r:.80}")
-    name, message = str(args[0]), str(args[1])
+        return RemoteProtocolError(f"ERR args not [name, message, traceback]: {preview(args)}")
+    name, message = _text(args[0]), _text(args[1])
     traceback = args[2] if len(args) == 3 and isinstance(args[2], str) else None
     if name == "NameError" and message == method:
         return MethodNotFound(name, message, traceback)
     return RemoteError(name, message, traceback)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else preview(value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -78,10 +79,10 @@ def decode(payload: bytes) -> WireEvent:
     except Exception as exc:  # msgpack raises many types for garbage input
         raise RemoteProtocolError(f"payload is not valid msgpack ({exc})") from None
     if type(obj) is not list or len(obj) != 3:
-        raise RemoteProtocolError(f"event is not a 3-element array: {_preview(obj)}")
+        raise RemoteProtocolError(f"event is not a 3-element array: {preview(obj)}")
     header, name, args = obj
     if type(header) is not dict:
-        raise RemoteProtocolError(f"event header is not a map: {_preview(header)}")
+        raise RemoteProtocolError(f"event header is not a map: {preview(header)}")
     return WireEvent(header, name, args)
 
 
@@ -103,6 +104,19 @@ class Encoder:
         return data
 
 
-def _preview(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _make_short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # attributes, not keywords: keywords need Python 3.12
+    short.maxlevel, short.maxstring, short.maxother = 3, 60, 60
+    short.maxlist = short.maxdict = short.maxtuple = 6
+    return short
+
+
+_short_repr: Final = _make_short_repr()
+
+
+def preview(value: Any) -> str:
+    """A short repr for messages, safe on hostile values (huge, or nested 1,000 deep)."""
+    try:
+        return _short_repr.repr(value)
+    except RecursionError:
+        return f"<deeply nested {type(value).__name__}>"

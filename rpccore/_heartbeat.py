@@ -59,5 +59,10 @@ class Heartbeat:
         return f"Lost remote after {format_seconds(2 * self.period)}s heartbeat"
 
 
+def check_period(period: float | None) -> None:
+    if period is not None and not period > 0:
+        raise ValueError(f"heartbeat must be a positive number of seconds or None, not {period!r}")
+
+
 def format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)

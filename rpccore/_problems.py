@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
+
+from ._codec import preview
 
 logger = logging.getLogger("rpccore")
 
@@ -20,13 +23,17 @@ class ProblemLog:
         self._role = role
         self.counts: Counter[str] = Counter()
 
-    def report(self, kind: str, detail: str, *, level: int = logging.WARNING) -> None:
+    def report(self, kind: str, detail: str, *values: Any, level: int = logging.WARNING) -> None:
+        """Count one occurrence of ``kind``; log it the first time. ``detail`` is a
+        ``str.format`` template for ``values``, which are only rendered (with ``preview``)
+        when the line is logged: repeated hostile input costs a counter increment."""
         self.counts[kind] += 1
         if self.counts[kind] == 1:
+            text = detail.format(*(preview(v) for v in values))
             logger.log(
                 level,
                 "%s: dropped input (%s): %s [logged once; see .problems for counts]",
                 self._role,
                 kind,
-                detail,
+                text,
             )

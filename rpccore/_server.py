@@ -36,11 +36,12 @@ from ._codec import (
     Frames,
     decode,
     new_message_id,
+    preview,
     split_frames,
 )
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import ChannelLost, CreditGranted, Request, ServerChannelId, ServerEvent
-from ._heartbeat import DEFAULT_HEARTBEAT, Heartbeat
+from ._heartbeat import DEFAULT_HEARTBEAT, Heartbeat, check_period
 from ._problems import ProblemLog
 from ._timers import TimerQueue
 
@@ -64,6 +65,7 @@ class ServerConnection:
     """Sans-IO state of one server socket. ``heartbeat`` in seconds, or None to disable."""
 
     def __init__(self, *, heartbeat: float | None = DEFAULT_HEARTBEAT) -> None:
+        check_period(heartbeat)
         self.heartbeat = heartbeat
         self.problems = ProblemLog("server")
         self._channels: dict[ServerChannelId, _Channel] = {}
@@ -91,11 +93,13 @@ class ServerConnection:
     # -- incoming ------------------------------------------------------------------
 
     def receive(self, frames: Frames, now: float) -> ServerEvent | None:
+        if not frames:
+            return None
         envelope, payload = split_frames(frames)
         try:
             event = decode(payload)
         except RemoteProtocolError as exc:
-            self.problems.report("undecodable", str(exc))
+            self.problems.report("undecodable", "{}", str(exc))
             return None
         header = event.header
         reply_to = header.get("response_to")
@@ -107,11 +111,11 @@ class ServerConnection:
             if any(isinstance(key, bytes) for key in header):
                 self.problems.report("bin header keys", "header keys must be str, not bin")
             else:
-                self.problems.report("no message_id", f"request header {header!r:.80}")
+                self.problems.report("no message_id", "request header {}", header)
             return None
         key = (envelope, message_id)
         if key in self._channels:
-            self.problems.report("duplicate id", f"message_id {message_id!r:.40} already open")
+            self.problems.report("duplicate id", "message_id {} already open", message_id)
             return None
         version = header.get("v")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -125,11 +129,14 @@ class ServerConnection:
 
         name, args = event.name, event.args
         if not isinstance(name, str):
-            self.problems.report("bad method name", f"method name is {type(name).__name__}")
-            self._send_error(channel, "NameError", repr(name), None)
+            self.problems.report("bad method name", "method name is {}", _msgpack_type(name))
+            # repr of bytes matches the reference's message ("b'add'"); other types are
+            # previewed, since a hostile name may be huge or deeply nested.
+            shown = repr(name) if isinstance(name, bytes) else preview(name)
+            self._send_error(channel, "NameError", shown, None)
             return None
         if type(args) is not list:
-            self.problems.report("bad args", f"args of {name!r:.40} is {type(args).__name__}")
+            self.problems.report("bad args", "args of {} is {}", name, _msgpack_type(args))
             detail = f"arguments must be an array, not {_msgpack_type(args)}"
             self._send_error(channel, "TypeError", detail, None)
             return None
@@ -144,7 +151,8 @@ class ServerConnection:
         if channel is None:
             self.problems.report(
                 "unroutable",
-                f"{name!r:.40} for an unknown or finished channel (normal after a call ends)",
+                "{} for an unknown or finished channel (normal after a call ends)",
+                name,
                 level=logging.DEBUG,
             )
             return None
@@ -153,7 +161,7 @@ class ServerConnection:
                 self._heartbeat_received(channel, now)
             grant = args[0] if type(args) is list and args else None
             if type(grant) is not int or grant < 0:
-                self.problems.report("bad credit", f"{name} args {args!r:.40}")
+                self.problems.report("bad credit", "{} args {}", name, args)
                 return None
             channel.credit += grant
             if channel.waiting and channel.credit > 0:
@@ -164,7 +172,7 @@ class ServerConnection:
             if channel.heartbeat is not None:
                 self._heartbeat_received(channel, now)
             return None
-        self.problems.report("unexpected event", f"client sent {name!r:.40} inside a call")
+        self.problems.report("unexpected event", "client sent {} inside a call", name)
         return None
 
     def _heartbeat_received(self, channel: _Channel, now: float) -> None:
@@ -301,7 +309,13 @@ class ServerConnection:
             args: list[Any] = [legacy_text if legacy_text is not None else f"{name}({message!r})"]
         else:
             args = [name, message, tb if tb is not None else f"{name}: {message}\n"]
-        self._emit(channel, self._encode(channel, "ERR", args))
+        try:
+            payload = self._encode(channel, "ERR", args)
+        except LocalProtocolError:
+            # Text msgpack cannot carry (lone surrogates from a non-UTF-8 file name):
+            # escape it rather than leave the caller waiting for an answer.
+            payload = self._encode(channel, "ERR", [_utf8(arg) for arg in args])
+        self._emit(channel, payload)
         self._close(channel)
 
     def _schedule(self, channel: _Channel) -> None:
@@ -314,6 +328,10 @@ class ServerConnection:
     def _close(self, channel: _Channel) -> None:
         del self._channels[channel.key]
         self._timers.cancel(channel.key)
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _msgpack_type(value: Any) -> str:

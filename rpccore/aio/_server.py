@@ -146,9 +146,7 @@ class Server(AioPeer):
 
     async def _serve(self, request: Request, func: Callable[..., Any]) -> None:
         cid, conn = request.channel, self._server
-        trace = TraceContext.from_header(request.header)
-        if trace is not None:
-            current_trace.set(trace)
+        current_trace.set(TraceContext.from_header(request.header))
         try:
             result = await self._call(func, request.args)
             if self.service.is_stream(request.method):

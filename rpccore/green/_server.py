@@ -133,9 +133,7 @@ class Server(GreenPeer):
 
     def _serve(self, request: Request, func: Callable[..., Any]) -> None:
         cid, conn = request.channel, self._server
-        trace = TraceContext.from_header(request.header)
-        if trace is not None:
-            current_trace.set(trace)
+        current_trace.set(TraceContext.from_header(request.header))
         try:
             result = self._call(func, request.args)
             if self.service.is_stream(request.method):
