@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Final
 
 import zmq
+
+from ._problems import ProblemLog
 
 # A single event larger than this is refused by libzmq before it is buffered: the peer
 # that sent it is disconnected. 0.6.3 has no limit (its msgpack reader stops at 100 MiB).
@@ -18,6 +21,18 @@ def prepare(sock: zmq.Socket[bytes], *, max_message_size: int | None) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     if max_message_size:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+
+
+def report_disconnect(problems: ProblemLog, max_message_size: int | None) -> None:
+    """Count a peer's disconnection. libzmq gives no reason, and one reason is ours to
+    report: a peer that sends a message over MAXMSGSIZE is cut off without it being read."""
+    problems.report(
+        "disconnected",
+        "a peer disconnected: it closed, crashed, or sent a message over "
+        "max_message_size={} bytes, which is refused unread",
+        max_message_size,
+        level=logging.INFO,
+    )
 
 
 def endpoint_list(endpoints: str | Iterable[str]) -> list[str]:

@@ -54,6 +54,8 @@ class AioPeer:
         self._timer_target = float("inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._monitor: Any = None
+        self._monitor_task: asyncio.Task[None] | None = None
 
     # -- what subclasses implement -------------------------------------------------
 
@@ -74,17 +76,37 @@ class AioPeer:
             self._reader = self._loop.create_task(self._read_loop())
             self._wake_timer_by(monotonic() + self._idle)
 
+    def _watch_disconnects(self) -> None:
+        """Call ``_on_disconnect`` whenever a peer's connection drops (from ``_start``)."""
+        assert self._loop is not None
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_task = self._loop.create_task(self._monitor_loop())
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            try:
+                await self._monitor.recv_multipart()
+            except zmq.ZMQError:
+                return
+            self._on_disconnect()
+
+    def _on_disconnect(self) -> None:
+        pass
+
     def _close_socket(self) -> None:
         if self._closed:
             return
         self._closed = True
         current = asyncio.current_task() if self._loop is not None else None
-        for task in (self._reader, self._writer):
+        for task in (self._reader, self._writer, self._monitor_task):
             if task is not None and task is not current:
                 task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         self._pending.clear()
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
         self._sock.close(linger=0)
 
     # -- sending -------------------------------------------------------------------
@@ -119,8 +141,6 @@ class AioPeer:
 
     async def _read_loop(self) -> None:
         recv_async = self._sock.recv_multipart
-        recv = self._shadow.recv_multipart
-        on_message = self._on_message
         while True:
             try:
                 frames = await recv_async()
@@ -128,15 +148,20 @@ class AioPeer:
                 if self._closed:
                     return
                 raise
-            on_message(frames, monotonic())
+            self._on_message(frames, monotonic())
             # Drain what is already queued before sending, so replies go out in batches.
-            for _ in range(256):
-                try:
-                    frames = recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                on_message(frames, monotonic())
+            self._drain()
             self._flush()
+
+    def _drain(self, limit: int = 256) -> None:
+        """Handle up to ``limit`` messages that are already queued, without waiting."""
+        recv, on_message = self._shadow.recv_multipart, self._on_message
+        for _ in range(limit):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            on_message(frames, monotonic())
 
     def _wake_timer_by(self, when: float) -> None:
         """Make sure the timers run by ``when``."""
@@ -149,6 +174,11 @@ class AioPeer:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_target = float("inf")
+        if self._closed:
+            return
+        # Read what has arrived before judging anyone lost: after a busy spell the peer's
+        # heartbeats may be waiting in the socket.
+        self._drain(limit=10_000)
         now = monotonic()
         for event in self._conn.handle_timers(now):
             self._on_timer_event(event)

@@ -19,7 +19,7 @@ from .._events import ChannelLost, CreditGranted, Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._server import ServerConnection
 from .._service import Service
-from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
 from .._sockets import bind as bind_socket
 from .._sockets import connect as connect_socket
 from .._trace import TraceContext, current_trace
@@ -67,6 +67,7 @@ class Server(AioPeer):
         self._executor = executor
         self._handlers: dict[ServerChannelId, asyncio.Task[None]] = {}
         self._credit: dict[ServerChannelId, asyncio.Future[None]] = {}
+        self._max_message_size = max_message_size
         self._stopped: asyncio.Event | None = None
 
     def __repr__(self) -> str:
@@ -86,6 +87,12 @@ class Server(AioPeer):
 
     def connect(self, endpoint: str | Iterable[str]) -> list[str]:
         return connect_socket(self._sock, endpoint)
+
+    def _start(self) -> None:
+        first = self._reader is None
+        super()._start()
+        if first:
+            self._watch_disconnects()
 
     def start(self) -> None:
         """Start serving on the running loop, in the background."""
@@ -129,6 +136,9 @@ class Server(AioPeer):
                 self._handlers[event.channel] = task
         elif type(event) is CreditGranted:
             self._release(event.channel)
+
+    def _on_disconnect(self) -> None:
+        report_disconnect(self._server.problems, self._max_message_size)
 
     def _on_timer_event(self, event: Any) -> None:
         if type(event) is ChannelLost:

@@ -53,6 +53,8 @@ class GreenPeer:
         self._timer_target = float("inf")
         self._wake = gevent.event.Event()
         self._closed = False
+        self._monitor: Any = None
+        self._monitor_task: gevent.Greenlet | None = None
 
     # -- what subclasses implement -------------------------------------------------
 
@@ -71,15 +73,34 @@ class GreenPeer:
             self._reader = gevent.spawn(self._read_loop)
             self._timer = gevent.spawn(self._timer_loop)
 
+    def _watch_disconnects(self) -> None:
+        """Call ``_on_disconnect`` whenever a peer's connection drops."""
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_task = gevent.spawn(self._monitor_loop)
+
+    def _monitor_loop(self) -> None:
+        while True:
+            try:
+                self._monitor.recv_multipart()
+            except zmq.ZMQError:
+                return
+            self._on_disconnect()
+
+    def _on_disconnect(self) -> None:
+        pass
+
     def _close_socket(self) -> None:
         if self._closed:
             return
         self._closed = True
         current = gevent.getcurrent()
-        for task in (self._reader, self._timer, self._writer):
+        for task in (self._reader, self._timer, self._writer, self._monitor_task):
             if task is not None and task is not current:
                 task.kill(block=False)
         self._pending.clear()
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
         self._sock.close(linger=0)
 
     # -- sending -------------------------------------------------------------------
@@ -123,13 +144,18 @@ class GreenPeer:
                 raise
             on_message(frames, monotonic())
             # Drain what is already queued before sending, so replies go out in batches.
-            for _ in range(256):
-                try:
-                    frames = recv(zmq.NOBLOCK, copy=True)
-                except zmq.Again:
-                    break
-                on_message(frames, monotonic())
+            self._drain()
             self._flush()
+
+    def _drain(self, limit: int = 256) -> None:
+        """Handle up to ``limit`` messages that are already queued, without waiting."""
+        recv, on_message = self._sock.recv_multipart, self._on_message
+        for _ in range(limit):
+            try:
+                frames = recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            on_message(frames, monotonic())
 
     def _wake_timer_by(self, when: float) -> None:
         """Make sure the timer greenlet wakes up by ``when``."""
@@ -149,6 +175,9 @@ class GreenPeer:
             wake.clear()
             if target > now:
                 wake.wait(target - now)
+            # Read what has arrived before judging anyone lost: after a busy spell the
+            # peer's heartbeats may be waiting in the socket.
+            self._drain(limit=10_000)
             for event in conn.handle_timers(monotonic()):
                 self._on_timer_event(event)
             self._flush()

@@ -20,7 +20,7 @@ from .._events import ChannelLost, CreditGranted, Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._server import ServerConnection
 from .._service import Service
-from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
 from .._sockets import bind as bind_socket
 from .._sockets import connect as connect_socket
 from .._trace import TraceContext, current_trace
@@ -64,6 +64,7 @@ class Server(GreenPeer):
         )
         self._handlers: dict[ServerChannelId, gevent.Greenlet] = {}
         self._credit: dict[ServerChannelId, gevent.event.Event] = {}
+        self._max_message_size = max_message_size
         self._stopped = gevent.event.Event()
 
     def __repr__(self) -> str:
@@ -83,6 +84,12 @@ class Server(GreenPeer):
 
     def connect(self, endpoint: str | Iterable[str]) -> list[str]:
         return connect_socket(self._sock, endpoint)
+
+    def _start(self) -> None:
+        first = self._reader is None
+        super()._start()
+        if first:
+            self._watch_disconnects()
 
     def start(self) -> None:
         """Start serving in the background (``run`` starts and waits)."""
@@ -117,6 +124,9 @@ class Server(GreenPeer):
             waiter = self._credit.get(event.channel)
             if waiter is not None:
                 waiter.set()
+
+    def _on_disconnect(self) -> None:
+        report_disconnect(self._server.problems, self._max_message_size)
 
     def _on_timer_event(self, event: Any) -> None:
         if type(event) is ChannelLost:
