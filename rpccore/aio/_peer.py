@@ -130,6 +130,12 @@ class AioPeer:
                 if self._closed:
                     return
                 logger.warning("dropping an outgoing event: %s", exc)
+        if not self._closed:
+            # ZeroMQ's file descriptor is edge-triggered, and any operation on the socket
+            # (our sends and drains go through the shadow) may consume the edge the reader
+            # task waits for. Reading EVENTS through the asyncio socket makes pyzmq check
+            # again and wake the reader if messages are waiting.
+            self._sock.get(zmq.EVENTS)
 
     async def _write_loop(self) -> None:
         pending = self._pending
@@ -150,18 +156,24 @@ class AioPeer:
                 raise
             self._on_message(frames, monotonic())
             # Drain what is already queued before sending, so replies go out in batches.
-            self._drain()
+            more = self._drain()
             self._flush()
+            if more:
+                # A full batch: let other tasks run before the next one. Awaiting a ready
+                # recv future does not yield, so a flooding peer would starve the loop.
+                await asyncio.sleep(0)
 
-    def _drain(self, limit: int = 256) -> None:
-        """Handle up to ``limit`` messages that are already queued, without waiting."""
+    def _drain(self, limit: int = 256) -> bool:
+        """Handle up to ``limit`` messages that are already queued, without waiting;
+        True when the limit was reached (more may be waiting)."""
         recv, on_message = self._shadow.recv_multipart, self._on_message
         for _ in range(limit):
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             on_message(frames, monotonic())
+        return True
 
     def _wake_timer_by(self, when: float) -> None:
         """Make sure the timers run by ``when``."""
