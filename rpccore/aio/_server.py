@@ -166,7 +166,8 @@ class Server(AioPeer):
         except asyncio.CancelledError:
             conn.close(cid)
         except Exception as exc:
-            if conn.is_open(cid):
+            # A stream may fail after using up its credit: the ERR waits for credit too.
+            if await self._wait_credit(cid):
                 conn.send_exception(cid, exc)
         finally:
             self._handlers.pop(cid, None)
@@ -190,14 +191,13 @@ class Server(AioPeer):
         conn = self._server
         sent = 0
         async for item in self._items(result):
-            await self._wait_credit(cid)
-            if not conn.send_stream_item(cid, item):
+            if not await self._wait_credit(cid) or not conn.send_stream_item(cid, item):
                 return
             sent += 1
             if sent % 32 == 0:
                 self._flush()
-        await self._wait_credit(cid)
-        conn.send_stream_done(cid)
+        if await self._wait_credit(cid):
+            conn.send_stream_done(cid)
 
     async def _items(self, result: Any) -> Any:
         if hasattr(result, "__aiter__"):
@@ -219,12 +219,14 @@ class Server(AioPeer):
                 return
             yield item
 
-    async def _wait_credit(self, cid: ServerChannelId) -> None:
+    async def _wait_credit(self, cid: ServerChannelId) -> bool:
+        """Wait until the channel may send; False if it closed (the client is gone)."""
         conn = self._server
         while not conn.can_send(cid):
             if not conn.is_open(cid):
-                raise asyncio.CancelledError
+                return False
             self._flush()
             assert self._loop is not None
             waiter = self._credit[cid] = self._loop.create_future()
             await waiter
+        return True

@@ -153,7 +153,8 @@ class Server(GreenPeer):
         except gevent.GreenletExit:
             conn.close(cid)
         except Exception as exc:
-            if conn.is_open(cid):
+            # A stream may fail after using up its credit: the ERR waits for credit too.
+            if self._wait_credit(cid):
                 conn.send_exception(cid, exc)
         finally:
             self._handlers.pop(cid, None)
@@ -183,20 +184,20 @@ class Server(GreenPeer):
                 item = advance()
             except StopIteration:
                 break
-            self._wait_credit(cid)
-            if not conn.send_stream_item(cid, item):
+            if not self._wait_credit(cid) or not conn.send_stream_item(cid, item):
                 return
             sent += 1
             if sent % 32 == 0:
                 self._flush()
-        self._wait_credit(cid)
-        conn.send_stream_done(cid)
+        if self._wait_credit(cid):
+            conn.send_stream_done(cid)
 
-    def _wait_credit(self, cid: ServerChannelId) -> None:
+    def _wait_credit(self, cid: ServerChannelId) -> bool:
+        """Wait until the channel may send; False if it closed (the client is gone)."""
         conn = self._server
         while not conn.can_send(cid):
             if not conn.is_open(cid):
-                raise LostRemote("the channel closed while waiting for credit")
+                return False
             self._flush()
             waiter = self._credit.get(cid)
             if waiter is None:
@@ -204,3 +205,4 @@ class Server(GreenPeer):
             waiter.clear()
             if not conn.can_send(cid):
                 waiter.wait()
+        return True
