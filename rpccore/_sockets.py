@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import zmq
 
+from ._codec import Frames
 from ._problems import ProblemLog
 
 # A single event larger than this is refused by libzmq before it is buffered: the peer
@@ -15,7 +16,58 @@ from ._problems import ProblemLog
 DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 
 
-def prepare(sock: zmq.Socket[bytes], *, max_message_size: int | None) -> None:
+# Plain ints: pyzmq's flag enums cost a Python-level enum operation on every use.
+NOBLOCK: Final = int(zmq.NOBLOCK)
+EVENTS: Final = int(zmq.EVENTS)
+POLLIN: Final = int(zmq.POLLIN)
+_SEND_MORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE: Final = int(zmq.RCVMORE)
+# Below this size copying a frame is cheaper than tracking ZeroMQ's buffer; above it,
+# frames are sent and received in place (a 1 MiB payload is never copied by us).
+ZERO_COPY_MIN: Final = 64 * 1024
+
+_plain_contexts: dict[int, zmq.Context[Any]] = {}
+
+
+def plain_context(context: zmq.Context[Any]) -> zmq.Context[Any]:
+    """A plain pyzmq context on the same libzmq context as ``context`` (zmq.green or
+    zmq.asyncio), so our sockets meet the application's on ``inproc://`` endpoints while
+    our drivers do their own waiting."""
+    if type(context) is zmq.Context:
+        return context
+    address = context.underlying
+    plain = _plain_contexts.get(address)
+    if plain is None:
+        plain = _plain_contexts[address] = zmq.Context.shadow(address)
+    return plain
+
+
+def send_frames(sock: Any, frames: Frames) -> None:
+    """Send one multipart message without blocking; raises zmq.Again when it cannot
+    (ZeroMQ accepts all the parts of a message or none)."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        sock.send(
+            frame,
+            _SEND_MORE if index < last else NOBLOCK,
+            copy=len(frame) < ZERO_COPY_MIN,
+        )
+
+
+def recv_frames(sock: Any) -> Frames:
+    """Receive one queued multipart message without blocking. A large last frame stays a
+    view on ZeroMQ's buffer (decode() reads any buffer); the rest become bytes."""
+    frames: list[Any] = [sock.recv(NOBLOCK)]
+    while sock.getsockopt(_RCVMORE):
+        frame = sock.recv(NOBLOCK, copy=False)
+        if len(frame) < ZERO_COPY_MIN or sock.getsockopt(_RCVMORE):
+            frames.append(frame.bytes)  # envelope frames must be bytes: they are keys
+        else:
+            frames.append(frame.buffer)
+    return frames
+
+
+def prepare(sock: Any, *, max_message_size: int | None) -> None:
     # LINGER 0: a process that stops must not hang on undelivered messages (the reference
     # keeps the default of forever, spec 15.3).
     sock.setsockopt(zmq.LINGER, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections import deque
 from collections.abc import Iterable, Iterator
 from time import monotonic
@@ -11,7 +10,8 @@ from typing import Any, Final
 import gevent
 import gevent.event
 import zmq
-import zmq.green
+from gevent import get_hub, getcurrent
+from gevent.hub import Waiter
 
 from .. import _describe
 from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
@@ -35,12 +35,13 @@ DEFAULT: Final = _Default()
 
 
 class _Pending:
-    """What the reader has delivered to one call so far."""
+    """What the hub has delivered to one call so far, and who waits for more."""
 
-    __slots__ = ("done", "error", "items", "ready", "stream", "value")
+    __slots__ = ("done", "error", "future", "items", "stream", "value", "waiter")
 
     def __init__(self) -> None:
-        self.ready = gevent.event.Event()
+        self.waiter: Waiter | None = None
+        self.future: gevent.event.AsyncResult | None = None
         self.items: deque[Any] = deque()
         self.stream = False
         self.done = False
@@ -49,9 +50,22 @@ class _Pending:
 
     def wait(self) -> None:
         while not self.items and not self.done:
-            self.ready.clear()
-            if not self.items and not self.done:
-                self.ready.wait()
+            waiter = self.waiter = Waiter()
+            try:
+                waiter.get()
+            finally:
+                self.waiter = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            return
+        self.waiter = None
+        hub = get_hub()
+        if getcurrent() is hub:
+            waiter.switch(None)  # straight to the caller: no extra trip through the loop
+        else:
+            hub.loop.run_callback(waiter.switch, None)
 
 
 class Stream(Iterator[Any]):
@@ -117,7 +131,7 @@ class Client(GreenPeer):
         passive_heartbeat: bool = False,
         window: int = DEFAULT_WINDOW,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        context: zmq.green.Context[Any] | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         self._client = ClientConnection(
             heartbeat=heartbeat, passive_heartbeat=passive_heartbeat, window=window
@@ -157,12 +171,13 @@ class Client(GreenPeer):
         return bound
 
     def close(self) -> None:
-        for pending in self._calls.values():
+        calls, self._calls = self._calls, {}
+        self._close_socket()
+        for pending in calls.values():
             pending.error = RPCError("the client was closed")
             pending.done = True
-            pending.ready.set()
-        self._calls.clear()
-        self._close_socket()
+            self._resolve_future(pending)
+            pending.wake()
 
     def __enter__(self) -> Client:
         return self
@@ -189,9 +204,8 @@ class Client(GreenPeer):
         timeout: float | _Default | None = DEFAULT,
         async_: bool = False,
     ) -> Any:
-        if async_:
-            context = contextvars.copy_context()
-            return gevent.spawn(context.run, self.call, method, *args, timeout=timeout)
+        if self._closed:
+            raise RPCError("the client is closed")
         limit = self.timeout if isinstance(timeout, _Default) else timeout
         now = monotonic()
         cid = self._client.start_call(
@@ -201,6 +215,9 @@ class Client(GreenPeer):
         self._flush()
         first = min(x for x in (limit, self._heartbeat, 3600.0) if x is not None)
         self._wake_timer_by(now + first)
+        if async_:
+            pending.future = gevent.event.AsyncResult()
+            return pending.future
         try:
             pending.wait()
         except BaseException:
@@ -247,7 +264,8 @@ class Client(GreenPeer):
         self._deliver(event)
 
     def _deliver(self, event: Reply | StreamItem | StreamEnd | CallFailed) -> None:
-        pending = self._calls.get(event.channel)
+        cid = event.channel
+        pending = self._calls.get(cid)
         if pending is None:
             return
         kind = type(event)
@@ -255,7 +273,7 @@ class Client(GreenPeer):
             pending.stream = True
             pending.items.append(event.item)  # type: ignore[union-attr]
         else:
-            del self._calls[event.channel]
+            del self._calls[cid]
             pending.done = True
             if kind is Reply:
                 pending.value = event.value  # type: ignore[union-attr]
@@ -263,4 +281,17 @@ class Client(GreenPeer):
                 pending.stream = True
             else:
                 pending.error = event.error  # type: ignore[union-attr]
-        pending.ready.set()
+        if pending.future is not None:
+            self._resolve_future(pending, cid)
+        pending.wake()  # last: it may switch to the caller
+
+    def _resolve_future(self, pending: _Pending, cid: MessageId = b"") -> None:
+        future = pending.future
+        if future is None or future.ready():
+            return
+        if pending.stream:
+            future.set(Stream(self, cid, pending))
+        elif pending.error is not None:
+            future.set_exception(pending.error)
+        else:
+            future.set(pending.value)

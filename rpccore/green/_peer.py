@@ -1,8 +1,22 @@
-"""The gevent plumbing shared by every green socket owner: one reader greenlet, one timer
-greenlet, and a sender that never blocks the greenlet that produced the bytes.
+"""The gevent plumbing shared by every green socket owner.
 
 No protocol rules live here: the sans-IO connection decides everything; this module only
-moves frames and time between it and a ``zmq.green`` socket.
+moves frames and time between it and a ZeroMQ socket.
+
+Theory of operation. The socket is a plain (non-green) pyzmq socket used only with
+NOBLOCK, and all waiting happens in gevent's hub:
+
+* An io watcher on ZeroMQ's file descriptor runs ``_on_readable`` in the hub, which
+  drains queued messages into the connection. The descriptor is edge-triggered: any
+  operation on the socket may consume the edge, so after sending we read ``EVENTS`` and
+  schedule another drain if messages are waiting.
+* A hub timer runs ``_on_timer`` at the connection's next deadline.
+* Greenlets that send (handlers, callers) never block: frames the socket cannot take now
+  (high-water mark, no peer yet) wait, in order, for a writer greenlet.
+
+This is much cheaper than ``zmq.green``, whose every send and receive goes through a
+greenlet-aware wrapper; delivering results from the hub also lets a waiting caller be
+switched to directly, without an extra trip through the event loop.
 """
 
 from __future__ import annotations
@@ -10,17 +24,18 @@ from __future__ import annotations
 import logging
 from collections import deque
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import gevent
-import gevent.event
 import zmq
 import zmq.green
 
 from .._codec import Frames
-from .._sockets import prepare
+from .._sockets import EVENTS, POLLIN, plain_context, prepare, recv_frames, send_frames
 
 logger = logging.getLogger("rpccore.green")
+
+_BATCH: Final = 256  # messages handled per hub callback before letting others run
 
 
 class Connection(Protocol):
@@ -30,31 +45,36 @@ class Connection(Protocol):
 
 
 class GreenPeer:
-    """Owns a socket and drives a sans-IO connection with greenlets."""
+    """Owns a socket and drives a sans-IO connection from gevent's hub."""
 
     def __init__(
         self,
         sock_type: int,
         conn: Connection,
         *,
-        context: zmq.green.Context[Any] | None,
+        context: zmq.Context[Any] | None,
         max_message_size: int | None,
         idle_period: float,
     ) -> None:
+        # The default context is zmq.green's, so inproc:// endpoints meet the application's
+        # gevent sockets; ours is a plain socket on the same libzmq context, since all
+        # waiting happens in our own hub watchers.
         self._context = context if context is not None else zmq.green.Context.instance()
-        self._sock: Any = self._context.socket(sock_type)
+        # Any: pyzmq types getsockopt as int | bytes, and the hot path reads EVENTS often.
+        self._sock: Any = plain_context(self._context).socket(sock_type)
         prepare(self._sock, max_message_size=max_message_size)
         self._conn = conn
         self._idle = idle_period
+        self._hub = gevent.get_hub()
+        self._loop = self._hub.loop
+        self._watcher: Any = None
+        self._timer: Any = None
+        self._timer_target = float("inf")
+        self._drain_scheduled = False
         self._pending: deque[Frames] = deque()
         self._writer: gevent.Greenlet | None = None
-        self._reader: gevent.Greenlet | None = None
-        self._timer: gevent.Greenlet | None = None
-        self._timer_target = float("inf")
-        self._wake = gevent.event.Event()
-        self._closed = False
         self._monitor: Any = None
-        self._monitor_task: gevent.Greenlet | None = None
+        self._closed = False
 
     # -- what subclasses implement -------------------------------------------------
 
@@ -64,120 +84,135 @@ class GreenPeer:
     def _on_timer_event(self, event: Any) -> None:
         raise NotImplementedError
 
+    def _on_disconnect(self) -> None:
+        pass
+
     # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def _started(self) -> bool:
+        return self._watcher is not None
 
     def _start(self) -> None:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
-        if self._reader is None:
-            self._reader = gevent.spawn(self._read_loop)
-            self._timer = gevent.spawn(self._timer_loop)
+        if self._watcher is None:
+            fd = self._sock.getsockopt(zmq.FD)
+            self._watcher = self._loop.io(fd, 1)
+            self._watcher.start(self._on_readable)
+            self._schedule_drain()  # messages may be queued already
+            self._wake_timer_by(monotonic() + self._idle)
 
     def _watch_disconnects(self) -> None:
         """Call ``_on_disconnect`` whenever a peer's connection drops."""
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._monitor_task = gevent.spawn(self._monitor_loop)
+        watcher = self._loop.io(self._monitor.getsockopt(zmq.FD), 1)
+        self._monitor_watcher = watcher
+        watcher.start(self._on_monitor)
+        self._loop.run_callback(self._on_monitor)  # events may predate the watcher
 
-    def _monitor_loop(self) -> None:
-        while True:
-            try:
-                self._monitor.recv_multipart()
-            except zmq.ZMQError:
-                return
+    def _on_monitor(self) -> None:
+        monitor = self._monitor
+        while not self._closed and monitor.getsockopt(EVENTS) & POLLIN:
+            recv_frames(monitor)
             self._on_disconnect()
-
-    def _on_disconnect(self) -> None:
-        pass
 
     def _close_socket(self) -> None:
         if self._closed:
             return
         self._closed = True
-        current = gevent.getcurrent()
-        for task in (self._reader, self._timer, self._writer, self._monitor_task):
-            if task is not None and task is not current:
-                task.kill(block=False)
+        for watcher in (self._watcher, self._timer, getattr(self, "_monitor_watcher", None)):
+            if watcher is not None:
+                watcher.stop()
+        if self._writer is not None and self._writer is not gevent.getcurrent():
+            self._writer.kill(block=False)
         self._pending.clear()
         if self._monitor is not None:
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
         self._sock.close(linger=0)
 
+    # -- receiving (in the hub) ----------------------------------------------------
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.run_callback(self._on_readable)
+
+    def _on_readable(self) -> None:
+        self._drain_scheduled = False
+        if self._closed:
+            return
+        sock, on_message = self._sock, self._on_message
+        for _ in range(_BATCH):
+            # A handler run by on_message may close us; then stop reading.
+            if self._closed or not sock.getsockopt(EVENTS) & POLLIN:
+                break
+            on_message(recv_frames(sock), monotonic())
+        else:
+            self._schedule_drain()  # more is waiting: let other greenlets run first
+        self._flush()
+
     # -- sending -------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Send what the connection queued, without ever blocking: frames the socket
-        cannot take now (high-water mark, no peer yet) wait in order for the writer."""
+        """Send what the connection queued, without ever blocking."""
+        if self._closed:
+            return
         pending = self._pending
-        send = self._sock.send_multipart
+        sock = self._sock
         for frames in self._conn.data_to_send():
             if pending:
                 pending.append(frames)
                 continue
             try:
-                send(frames, zmq.NOBLOCK)
+                send_frames(sock, frames)
             except zmq.Again:
                 pending.append(frames)
                 self._writer = gevent.spawn(self._write_loop)
             except zmq.ZMQError as exc:
-                if self._closed:
-                    return
                 logger.warning("dropping an outgoing event: %s", exc)
+        # Sending may have consumed the descriptor's edge for a message that just arrived.
+        if not self._drain_scheduled and sock.getsockopt(EVENTS) & POLLIN:
+            self._schedule_drain()
 
     def _write_loop(self) -> None:
-        pending, send = self._pending, self._sock.send_multipart
-        while pending:
-            send(pending[0])  # zmq.green: waits cooperatively for room
-            pending.popleft()
-
-    # -- receiving and time --------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        recv = self._sock.recv_multipart
-        on_message = self._on_message
-        while True:
+        """Send what waited for room. Rare (a full high-water mark, or no peer yet), so a
+        short sleep between attempts is simpler than a second watcher on the edge."""
+        pending, sock = self._pending, self._sock
+        while pending and not self._closed:
             try:
-                frames = recv(copy=True)
-            except zmq.ZMQError:
-                if self._closed:
-                    return
-                raise
-            on_message(frames, monotonic())
-            # Drain what is already queued before sending, so replies go out in batches.
-            self._drain()
-            self._flush()
-
-    def _drain(self, limit: int = 256) -> None:
-        """Handle up to ``limit`` messages that are already queued, without waiting."""
-        recv, on_message = self._sock.recv_multipart, self._on_message
-        for _ in range(limit):
-            try:
-                frames = recv(zmq.NOBLOCK, copy=True)
+                send_frames(sock, pending[0])
             except zmq.Again:
-                return
-            on_message(frames, monotonic())
+                gevent.sleep(0.005)
+                continue
+            pending.popleft()
+        self._writer = None
+
+    # -- time (in the hub) ---------------------------------------------------------
 
     def _wake_timer_by(self, when: float) -> None:
-        """Make sure the timer greenlet wakes up by ``when``."""
-        if when < self._timer_target:
+        """Make sure the timers run by ``when``."""
+        if when < self._timer_target and not self._closed:
+            if self._timer is not None:
+                self._timer.stop()
             self._timer_target = when
-            self._wake.set()
+            self._timer = self._loop.timer(max(0.0, when - monotonic()))
+            self._timer.start(self._on_timer)
 
-    def _timer_loop(self) -> None:
-        conn, wake = self._conn, self._wake
-        while True:
-            now = monotonic()
-            deadline = conn.next_deadline()
-            # With nothing scheduled, sleep one idle period: every new deadline is at least
-            # that far away (heartbeats), and shorter call timeouts wake us explicitly.
-            target = deadline if deadline is not None else now + self._idle
-            self._timer_target = target
-            wake.clear()
-            if target > now:
-                wake.wait(target - now)
-            # Read what has arrived before judging anyone lost: after a busy spell the
-            # peer's heartbeats may be waiting in the socket.
-            self._drain(limit=10_000)
-            for event in conn.handle_timers(monotonic()):
-                self._on_timer_event(event)
-            self._flush()
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_target = float("inf")
+        if self._closed:
+            return
+        # Read what has arrived before judging anyone lost: after a busy spell the peer's
+        # heartbeats may be waiting in the socket.
+        self._on_readable()
+        now = monotonic()
+        for event in self._conn.handle_timers(now):
+            self._on_timer_event(event)
+        self._flush()
+        deadline = self._conn.next_deadline()
+        # With nothing scheduled, check again after one idle period: every new deadline is
+        # at least that far away (heartbeats); shorter call timeouts re-arm us explicitly.
+        self._wake_timer_by(deadline if deadline is not None else now + self._idle)

@@ -11,7 +11,6 @@ import gevent
 import gevent.event
 import gevent.threadpool
 import zmq
-import zmq.green
 
 from .._codec import Frames
 from .._dispatch import resolve
@@ -48,7 +47,7 @@ class Server(GreenPeer):
         heartbeat: float | None = DEFAULT_HEARTBEAT,
         threaded: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        context: zmq.green.Context[Any] | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         self.service = Service(obj, name)
         self._server = ServerConnection(heartbeat=heartbeat)
@@ -86,7 +85,7 @@ class Server(GreenPeer):
         return connect_socket(self._sock, endpoint)
 
     def _start(self) -> None:
-        first = self._reader is None
+        first = not self._started
         super()._start()
         if first:
             self._watch_disconnects()
@@ -118,8 +117,11 @@ class Server(GreenPeer):
         if type(event) is Request:
             func = resolve(self._server, self.service, event.channel, event.method)
             if func is not None:
-                handler = gevent.spawn(self._serve, event, func)
+                handler = gevent.Greenlet(self._serve, event, func)
                 self._handlers[event.channel] = handler
+                # Switch straight into the handler (we are in the hub): a method that
+                # returns at once has replied before the next message is read.
+                handler.switch()
         elif type(event) is CreditGranted:
             waiter = self._credit.get(event.channel)
             if waiter is not None:
