@@ -192,7 +192,7 @@ class Client(AioPeer):
     async def call(
         self, method: str, *args: Any, timeout: float | _Default | None = DEFAULT
     ) -> Any:
-        if self._reader is None:
+        if not self._started:
             if self._endpoint is not None:
                 self.connect(self._endpoint)
                 self._endpoint = None

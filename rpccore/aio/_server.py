@@ -89,7 +89,7 @@ class Server(AioPeer):
         return connect_socket(self._sock, endpoint)
 
     def _start(self) -> None:
-        first = self._reader is None
+        first = not self._started
         super()._start()
         if first:
             self._watch_disconnects()
