@@ -71,6 +71,12 @@ def prepare(sock: Any, *, max_message_size: int | None) -> None:
     # LINGER 0: a process that stops must not hang on undelivered messages (the reference
     # keeps the default of forever, spec 15.3).
     sock.setsockopt(zmq.LINGER, 0)
+    if sock.getsockopt(zmq.TYPE) == zmq.ROUTER:
+        # A ROUTER silently drops what it cannot queue for a peer (default: 1,000
+        # messages), which would lose replies and stream items to a slow reader. What a
+        # server queues is bounded anyway: one reply per request, and stream items by the
+        # credit the client granted.
+        sock.setsockopt(zmq.SNDHWM, 0)
     if max_message_size:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
 
