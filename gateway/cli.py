@@ -39,13 +39,13 @@ def _demo(args: argparse.Namespace) -> int:
         f"zerogate demo: serving the 'calc' service (rpccore, gevent driver) on {endpoint}\n"
         "\n"
         "Call it from Python on gevent:\n"
-        f"  {python} -c \"from rpccore.green import Client; "
+        f'  {python} -c "from rpccore.green import Client; '
         f"print(Client('{endpoint}').add(1, 2))\"\n"
         "Or on asyncio:\n"
-        f"  {python} -c \"import asyncio; from rpccore.aio import Client; "
+        f'  {python} -c "import asyncio; from rpccore.aio import Client; '
         f"print(asyncio.run(Client('{endpoint}').call('greet', 'pycon')))\"\n"
         "A stream:\n"
-        f"  {python} -c \"from rpccore.green import Client; "
+        f'  {python} -c "from rpccore.green import Client; '
         f"print(list(Client('{endpoint}').count(5)))\"\n"
         "\n"
         "Methods: add, greet, midpoint, count (stream), divide (raises on 0), slow.\n"

@@ -92,8 +92,11 @@ class AsyncStream(AsyncIterator[Any]):
         raise StopAsyncIteration
 
     def close(self) -> None:
-        if not self._pending.done:
-            self._pending.done = True
+        pending = self._pending
+        pending.items.clear()  # abandoning means no more items, buffered ones included
+        pending.error = None
+        if not pending.done:
+            pending.done = True
             self._client._abandon(self._cid)
 
     async def aclose(self) -> None:
