@@ -1,0 +1,227 @@
+"""The plumbing both drivers share: frames and time between a sans-IO connection and a
+ZeroMQ socket, on whatever event loop the driver supplies.
+
+No protocol rules live here, and no event loop either: a driver hands in a ``Host`` that
+can run a callback soon, run one later, and watch a file descriptor (asyncio's loop, or
+gevent's hub). Everything else is the same on both.
+
+Theory of operation. The socket is a plain pyzmq socket used only with NOBLOCK:
+
+* A watcher on ZeroMQ's file descriptor runs ``_on_readable``, which drains queued
+  messages into the connection, a batch at a time (then yields, so one busy peer cannot
+  starve the loop). The descriptor is edge-triggered: any operation on the socket may
+  consume the edge, so after sending we read ``EVENTS`` and schedule another drain if
+  messages are waiting.
+* One timer runs ``_on_timer`` at the connection's next deadline; it reads what has
+  arrived before judging anyone lost.
+* Sending never waits: frames the socket cannot take now (a full high-water mark, no peer
+  yet) wait in order and are retried a few milliseconds later.
+
+Waiting on the descriptor ourselves, rather than through zmq.green or zmq.asyncio, saves
+a wrapper, a future or a greenlet switch per message: most of the cost of a small call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import Any, Final, Protocol
+
+import zmq
+
+from ._codec import Frames
+from ._sockets import EVENTS, POLLIN, prepare, recv_frames, send_frames
+
+logger = logging.getLogger("rpccore")
+
+_BATCH: Final = 256  # messages handled per callback before letting others run
+_RETRY: Final = 0.005  # seconds between attempts to send what the socket refused
+
+
+class Handle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Host(Protocol):
+    """What a driver's event loop offers the pump."""
+
+    def call_soon(self, callback: Callable[[], None]) -> None: ...
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Handle: ...
+    def watch(self, fd: int, callback: Callable[[], None]) -> Handle: ...
+
+
+class Connection(Protocol):
+    def data_to_send(self) -> list[Frames]: ...
+    def next_deadline(self) -> float | None: ...
+    def handle_timers(self, now: float) -> list[Any]: ...
+
+
+class Pump:
+    """Drives a sans-IO connection over a socket. Subclasses handle what arrives
+    (``_on_message``, ``_on_timer_event``, ``_on_disconnect``)."""
+
+    def __init__(
+        self,
+        sock: Any,
+        conn: Connection,
+        *,
+        max_message_size: int | None,
+        idle_period: float,
+    ) -> None:
+        # Any: pyzmq types getsockopt as int | bytes, and the hot path reads EVENTS often.
+        self._sock: Any = sock
+        prepare(sock, max_message_size=max_message_size)
+        self._conn = conn
+        self._idle = idle_period
+        self._host: Host | None = None
+        self._handles: list[Handle] = []
+        self._timer: Handle | None = None
+        self._timer_target = float("inf")
+        self._drain_scheduled = False
+        self._retry: Handle | None = None
+        self._pending: deque[Frames] = deque()
+        self._monitor: Any = None
+        self._closed = False
+
+    # -- what subclasses implement -------------------------------------------------
+
+    def _on_message(self, frames: Frames, now: float) -> None:
+        raise NotImplementedError
+
+    def _on_timer_event(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def _on_disconnect(self) -> None:
+        pass
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def _started(self) -> bool:
+        return self._host is not None
+
+    def _start_pump(self, host: Host) -> None:
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if self._host is None:
+            self._host = host
+            self._handles.append(host.watch(self._sock.getsockopt(zmq.FD), self._on_readable))
+            self._schedule_drain()  # messages may be queued already
+            self._wake_timer_by(monotonic() + self._idle)
+
+    def _watch_disconnects(self) -> None:
+        """Call ``_on_disconnect`` whenever a peer's connection drops (once started)."""
+        assert self._host is not None
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._handles.append(self._host.watch(self._monitor.getsockopt(zmq.FD), self._on_monitor))
+        self._host.call_soon(self._on_monitor)  # events may predate the watcher
+
+    def _on_monitor(self) -> None:
+        monitor = self._monitor
+        while not self._closed and monitor.getsockopt(EVENTS) & POLLIN:
+            recv_frames(monitor)
+            self._on_disconnect()
+
+    def _close_pump(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for handle in (*self._handles, self._timer, self._retry):
+            if handle is not None:
+                handle.cancel()
+        self._pending.clear()
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+        self._sock.close(linger=0)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and self._host is not None:
+            self._drain_scheduled = True
+            self._host.call_soon(self._on_readable)
+
+    def _on_readable(self) -> None:
+        self._drain_scheduled = False
+        if self._closed:
+            return
+        sock, on_message = self._sock, self._on_message
+        for _ in range(_BATCH):
+            # A handler run by on_message may close us; then stop reading.
+            if self._closed or not sock.getsockopt(EVENTS) & POLLIN:
+                break
+            on_message(recv_frames(sock), monotonic())
+        else:
+            self._schedule_drain()  # more is waiting: let others run first
+        self._flush()
+
+    # -- sending -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send what the connection queued, without ever waiting."""
+        if self._closed:
+            return
+        pending, sock = self._pending, self._sock
+        for frames in self._conn.data_to_send():
+            if pending:
+                pending.append(frames)
+                continue
+            try:
+                send_frames(sock, frames)
+            except zmq.Again:
+                pending.append(frames)
+                self._schedule_retry()
+            except zmq.ZMQError as exc:
+                logger.warning("dropping an outgoing event: %s", exc)
+        # Sending may have consumed the descriptor's edge for a message that just arrived.
+        if not self._drain_scheduled and sock.getsockopt(EVENTS) & POLLIN:
+            self._schedule_drain()
+
+    def _schedule_retry(self) -> None:
+        """Frames wait for room only when the high-water mark is full or no peer is
+        connected yet: rare enough that retrying on a short timer beats a second watcher."""
+        if self._retry is None and self._host is not None:
+            self._retry = self._host.call_later(_RETRY, self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._retry = None
+        pending, sock = self._pending, self._sock
+        while pending and not self._closed:
+            try:
+                send_frames(sock, pending[0])
+            except zmq.Again:
+                self._schedule_retry()
+                return
+            except zmq.ZMQError as exc:
+                logger.warning("dropping an outgoing event: %s", exc)
+            pending.popleft()
+
+    # -- time ----------------------------------------------------------------------
+
+    def _wake_timer_by(self, when: float) -> None:
+        """Make sure the timers run by ``when``."""
+        if when < self._timer_target and self._host is not None and not self._closed:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_target = when
+            self._timer = self._host.call_later(max(0.0, when - monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_target = float("inf")
+        if self._closed:
+            return
+        # Read what has arrived before judging anyone lost: after a busy spell the peer's
+        # heartbeats may be waiting in the socket.
+        self._on_readable()
+        now = monotonic()
+        for event in self._conn.handle_timers(now):
+            self._on_timer_event(event)
+        self._flush()
+        deadline = self._conn.next_deadline()
+        # With nothing scheduled, check again after one idle period: every new deadline is
+        # at least that far away (heartbeats); shorter call timeouts re-arm us explicitly.
+        self._wake_timer_by(deadline if deadline is not None else now + self._idle)
