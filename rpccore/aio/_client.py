@@ -3,47 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from time import monotonic
-from typing import Any, Final
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from .. import _describe
-from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
-from .._codec import Frames, MessageId
-from .._errors import RemoteError, RPCError
-from .._events import CallFailed, Reply, StreamEnd, StreamItem
+from .._calling import DEFAULT, ClientPump, Pending, UseDefault
+from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
+from .._codec import MessageId
+from .._errors import RemoteError
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
-from .._sockets import bind as bind_socket
-from .._sockets import connect as connect_socket
-from .._trace import outgoing_trace_header
-from ._peer import AioPeer
+from ._peer import LoopHost, aio_socket
 
 
-class _Default:
-    def __repr__(self) -> str:
-        return "DEFAULT"
+class _Pending(Pending):
+    """What has arrived for one call so far, and the future its caller awaits."""
 
-
-DEFAULT: Final = _Default()
-
-
-class _Pending:
-    """What the reader has delivered to one call so far."""
-
-    __slots__ = ("done", "error", "items", "stream", "value", "waiter")
+    __slots__ = ("waiter",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.waiter: asyncio.Future[None] | None = None
-        self.items: deque[Any] = deque()
-        self.stream = False
-        self.done = False
-        self.value: Any = None
-        self.error: RPCError | None = None
 
     async def wait(self) -> None:
         while not self.items and not self.done:
@@ -92,12 +75,9 @@ class AsyncStream(AsyncIterator[Any]):
         raise StopAsyncIteration
 
     def close(self) -> None:
-        pending = self._pending
-        pending.items.clear()  # abandoning means no more items, buffered ones included
-        pending.error = None
-        if not pending.done:
-            pending.done = True
+        if not self._pending.done:
             self._client._abandon(self._cid)
+        self._pending.abandon()
 
     async def aclose(self) -> None:
         self.close()
@@ -113,14 +93,14 @@ class AsyncStream(AsyncIterator[Any]):
             self.close()
 
 
-class Client(AioPeer):
+class Client(ClientPump[_Pending]):
     """A ZeroRPC client on asyncio (one DEALER socket; connect it to one server).
 
     ``await call(method, *args)`` returns the result, or an ``AsyncStream`` when the method
     streams; ``stream(method, *args)`` is an async iterator over a stream method's items.
     ``timeout`` bounds the wait for the first reply. Cancelling the awaiting task abandons
-    the call. Attribute access is sugar: ``await client.add(1, 2)``. Create and use a client
-    inside a running event loop.
+    the call. Attribute access is sugar: ``await client.add(1, 2)``. The client starts on
+    the event loop of its first call.
     """
 
     def __init__(
@@ -134,45 +114,29 @@ class Client(AioPeer):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        self._client = ClientConnection(
-            heartbeat=heartbeat, passive_heartbeat=passive_heartbeat, window=window
-        )
         super().__init__(
-            zmq.DEALER,
-            self._client,
-            context=context,
+            aio_socket(zmq.DEALER, context),
+            timeout=timeout,
+            heartbeat=heartbeat,
+            passive_heartbeat=passive_heartbeat,
+            window=window,
             max_message_size=max_message_size,
-            idle_period=heartbeat or 1.0,
         )
-        self.timeout = timeout
-        self._heartbeat = heartbeat
-        self._calls: dict[MessageId, _Pending] = {}
-        self._endpoint = endpoint
+        if endpoint is not None:
+            self.connect(endpoint)
 
     def __repr__(self) -> str:
         return f"<aio.Client {self._client!r}>"
 
-    @property
-    def open_channels(self) -> int:
-        return self._client.open_channels
-
-    @property
-    def problems(self) -> dict[str, int]:
-        return dict(self._client.problems.counts)
-
     def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
+        return self._connect(endpoint)
 
     def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        return bind_socket(self._sock, endpoint)
+        return self._bind(endpoint)
 
     def close(self) -> None:
-        for pending in self._calls.values():
-            pending.error = RPCError("the client was closed")
-            pending.done = True
+        for pending in self._fail_all("the client was closed"):
             pending.wake()
-        self._calls.clear()
-        self._close_socket()
 
     async def __aenter__(self) -> Client:
         return self
@@ -193,22 +157,12 @@ class Client(AioPeer):
     # -- calls ---------------------------------------------------------------------
 
     async def call(
-        self, method: str, *args: Any, timeout: float | _Default | None = DEFAULT
+        self, method: str, *args: Any, timeout: float | UseDefault | None = DEFAULT
     ) -> Any:
         if not self._started:
-            if self._endpoint is not None:
-                self.connect(self._endpoint)
-                self._endpoint = None
-            self._start()
-        limit = self.timeout if isinstance(timeout, _Default) else timeout
-        now = monotonic()
-        cid = self._client.start_call(
-            method, args, now=now, timeout=limit, header=outgoing_trace_header()
-        )
-        pending = self._calls[cid] = _Pending()
-        self._flush()
-        first = min(x for x in (limit, self._heartbeat, 3600.0) if x is not None)
-        self._wake_timer_by(now + first)
+            self._start_pump(LoopHost(asyncio.get_running_loop()))
+        pending = _Pending()
+        cid = self._begin(method, args, timeout, pending)
         try:
             await pending.wait()
         except BaseException:
@@ -221,7 +175,7 @@ class Client(AioPeer):
         return pending.value
 
     async def stream(
-        self, method: str, *args: Any, timeout: float | _Default | None = DEFAULT
+        self, method: str, *args: Any, timeout: float | UseDefault | None = DEFAULT
     ) -> AsyncIterator[Any]:
         """Iterate a stream method's items; raises TypeError for a plain-value answer."""
         result = await self.call(method, *args, timeout=timeout)
@@ -240,40 +194,3 @@ class Client(AioPeer):
             names = await self.call("_zerorpc_list")
             docs = {m: await self.call("_zerorpc_help", m) for m in names}
             return _describe.from_fallback(name, docs)
-
-    # -- plumbing ------------------------------------------------------------------
-
-    def _request_next(self, cid: MessageId) -> None:
-        self._client.request_next(cid)
-        self._flush()
-
-    def _abandon(self, cid: MessageId) -> None:
-        self._calls.pop(cid, None)
-        self._client.cancel(cid)
-
-    def _on_message(self, frames: Frames, now: float) -> None:
-        event = self._client.receive(frames, now)
-        if event is not None:
-            self._deliver(event)
-
-    def _on_timer_event(self, event: Any) -> None:
-        self._deliver(event)
-
-    def _deliver(self, event: Reply | StreamItem | StreamEnd | CallFailed) -> None:
-        pending = self._calls.get(event.channel)
-        if pending is None:
-            return
-        kind = type(event)
-        if kind is StreamItem:
-            pending.stream = True
-            pending.items.append(event.item)  # type: ignore[union-attr]
-        else:
-            del self._calls[event.channel]
-            pending.done = True
-            if kind is Reply:
-                pending.value = event.value  # type: ignore[union-attr]
-            elif kind is StreamEnd:
-                pending.stream = True
-            else:
-                pending.error = event.error  # type: ignore[union-attr]
-        pending.wake()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from .._pump import Connection, Handle, Pump
+from .._pump import Handle
 from .._sockets import plain_context
 
 
@@ -47,32 +48,8 @@ class LoopHost:
         return _Reader(self._loop, fd)
 
 
-class AioPeer(Pump):
-    """A socket driven by the running asyncio loop."""
-
-    def __init__(
-        self,
-        sock_type: int,
-        conn: Connection,
-        *,
-        context: zmq.asyncio.Context | None,
-        max_message_size: int | None,
-        idle_period: float,
-    ) -> None:
-        self._context = context if context is not None else zmq.asyncio.Context.instance()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        super().__init__(
-            plain_context(self._context).socket(sock_type),
-            conn,
-            max_message_size=max_message_size,
-            idle_period=idle_period,
-        )
-
-    def _start(self) -> None:
-        """Start on the running loop (idempotent)."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        self._start_pump(LoopHost(self._loop))
-
-    def _close_socket(self) -> None:
-        self._close_pump()
+def aio_socket(sock_type: int, context: zmq.asyncio.Context | None) -> Any:
+    """A plain socket on the libzmq context of ``context`` (default: zmq.asyncio's, so
+    ``inproc://`` endpoints meet the application's asyncio sockets)."""
+    base = context if context is not None else zmq.asyncio.Context.instance()
+    return plain_context(base).socket(sock_type)

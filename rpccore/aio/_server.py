@@ -5,27 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from .._codec import Frames
-from .._dispatch import resolve
-from .._events import ChannelLost, CreditGranted, Request, ServerChannelId
+from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
-from .._server import ServerConnection
-from .._service import Service
-from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
-from .._sockets import bind as bind_socket
-from .._sockets import connect as connect_socket
+from .._serving import ServerPump
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
-from ._peer import AioPeer
-
-logger = logging.getLogger("rpccore.aio")
+from ._peer import LoopHost, aio_socket
 
 _DONE = object()
 
@@ -37,7 +29,7 @@ def _advance(iterator: Iterator[Any]) -> Any:
 _IN_MEMORY = (list, tuple, range, dict, set, frozenset, str, bytes)
 
 
-class Server(AioPeer):
+class Server(ServerPump["asyncio.Task[None]"]):
     """Serve the public methods of ``obj`` on the running event loop.
 
     Coroutine methods (and async generators, which stream) run as tasks on the loop.
@@ -55,99 +47,58 @@ class Server(AioPeer):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        self.service = Service(obj, name)
-        self._server = ServerConnection(heartbeat=heartbeat)
         super().__init__(
-            zmq.ROUTER,
-            self._server,
-            context=context,
+            aio_socket(zmq.ROUTER, context),
+            obj,
+            name=name,
+            heartbeat=heartbeat,
             max_message_size=max_message_size,
-            idle_period=heartbeat or 1.0,
         )
         self._executor = executor
-        self._handlers: dict[ServerChannelId, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._credit: dict[ServerChannelId, asyncio.Future[None]] = {}
-        self._max_message_size = max_message_size
         self._stopped: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<aio.Server {self.service.name!r} {self._server!r}>"
 
-    @property
-    def open_channels(self) -> int:
-        return self._server.open_channels
-
-    @property
-    def problems(self) -> dict[str, int]:
-        return dict(self._server.problems.counts)
-
-    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
-        return bind_socket(self._sock, endpoint)
-
-    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
-
-    def _start(self) -> None:
-        first = not self._started
-        super()._start()
-        if first:
-            self._watch_disconnects()
-
     def start(self) -> None:
         """Start serving on the running loop, in the background."""
-        self._start()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._start_serving(LoopHost(self._loop))
 
     async def run(self) -> None:
         """Serve until ``stop()``."""
-        self._start()
+        self.start()
         if self._stopped is None:
             self._stopped = asyncio.Event()
         await self._stopped.wait()
 
     def stop(self) -> None:
-        for handler in list(self._handlers.values()):
-            handler.cancel()
-        self._handlers.clear()
-        self._close_socket()
+        self._stop_serving()
         if self._stopped is not None:
             self._stopped.set()
 
     close = stop
 
     async def __aenter__(self) -> Server:
-        self._start()
+        self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- events --------------------------------------------------------------------
+    # -- handlers ------------------------------------------------------------------
 
-    def _on_message(self, frames: Frames, now: float) -> None:
-        event = self._server.receive(frames, now)
-        if event is None:
-            return
-        if type(event) is Request:
-            func = resolve(self._server, self.service, event.channel, event.method)
-            if func is not None:
-                assert self._loop is not None
-                task = self._loop.create_task(self._serve(event, func))
-                self._handlers[event.channel] = task
-        elif type(event) is CreditGranted:
-            self._release(event.channel)
+    def _start_handler(self, request: Request, func: Callable[..., Any]) -> None:
+        assert self._loop is not None
+        self._handlers[request.channel] = self._loop.create_task(self._serve(request, func))
 
-    def _on_disconnect(self) -> None:
-        report_disconnect(self._server.problems, self._max_message_size)
+    def _cancel_handler(self, handler: asyncio.Task[None], *, lost: bool) -> None:
+        handler.cancel()
 
-    def _on_timer_event(self, event: Any) -> None:
-        if type(event) is ChannelLost:
-            handler = self._handlers.pop(event.channel, None)
-            if handler is not None:
-                handler.cancel()
-            self._release(event.channel)
-
-    def _release(self, cid: ServerChannelId) -> None:
+    def _credit_granted(self, cid: ServerChannelId) -> None:
         waiter = self._credit.pop(cid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

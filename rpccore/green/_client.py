@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
-from time import monotonic
-from typing import Any, Final
+from typing import Any
 
 import gevent
 import gevent.event
@@ -14,39 +12,24 @@ from gevent import get_hub, getcurrent
 from gevent.hub import Waiter
 
 from .. import _describe
-from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
-from .._codec import Frames, MessageId
-from .._errors import RemoteError, RPCError
-from .._events import CallFailed, Reply, StreamEnd, StreamItem
+from .._calling import DEFAULT, ClientPump, Pending, UseDefault
+from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
+from .._codec import MessageId
+from .._errors import RemoteError
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
-from .._sockets import bind as bind_socket
-from .._sockets import connect as connect_socket
-from .._trace import outgoing_trace_header
-from ._peer import GreenPeer
+from ._peer import HubHost, green_socket
 
 
-class _Default:
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Final = _Default()
-
-
-class _Pending:
+class _Pending(Pending):
     """What the hub has delivered to one call so far, and who waits for more."""
 
-    __slots__ = ("done", "error", "future", "items", "stream", "value", "waiter")
+    __slots__ = ("future", "waiter")
 
     def __init__(self) -> None:
+        super().__init__()
         self.waiter: Waiter | None = None
         self.future: gevent.event.AsyncResult | None = None
-        self.items: deque[Any] = deque()
-        self.stream = False
-        self.done = False
-        self.value: Any = None
-        self.error: RPCError | None = None
 
     def wait(self) -> None:
         while not self.items and not self.done:
@@ -97,12 +80,9 @@ class Stream(Iterator[Any]):
         raise StopIteration
 
     def close(self) -> None:
-        pending = self._pending
-        pending.items.clear()  # abandoning means no more items, buffered ones included
-        pending.error = None
-        if not pending.done:
-            pending.done = True
+        if not self._pending.done:
             self._client._abandon(self._cid)
+        self._pending.abandon()
 
     def __enter__(self) -> Stream:
         return self
@@ -115,14 +95,15 @@ class Stream(Iterator[Any]):
             self.close()
 
 
-class Client(GreenPeer):
+class Client(ClientPump[_Pending]):
     """A ZeroRPC client on gevent (one DEALER socket; connect it to one server).
 
     ``call(method, *args)`` blocks the calling greenlet and returns the result, or a
     ``Stream`` iterator when the method streams. ``timeout`` bounds the wait for the first
-    reply; ``async_=True`` returns a greenlet to ``get()`` later instead. Attribute access
-    is sugar: ``client.add(1, 2)`` is ``client.call("add", 1, 2)`` (names starting with
-    ``_`` are never remote calls; a method the server lacks raises ``MethodNotFound``).
+    reply; ``async_=True`` returns a gevent AsyncResult to ``get()`` later instead.
+    Attribute access is sugar: ``client.add(1, 2)`` is ``client.call("add", 1, 2)`` (names
+    starting with ``_`` are never remote calls; a method the server lacks raises
+    ``MethodNotFound``).
     """
 
     def __init__(
@@ -136,49 +117,32 @@ class Client(GreenPeer):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self._client = ClientConnection(
-            heartbeat=heartbeat, passive_heartbeat=passive_heartbeat, window=window
-        )
         super().__init__(
-            zmq.DEALER,
-            self._client,
-            context=context,
+            green_socket(zmq.DEALER, context),
+            timeout=timeout,
+            heartbeat=heartbeat,
+            passive_heartbeat=passive_heartbeat,
+            window=window,
             max_message_size=max_message_size,
-            idle_period=heartbeat or 1.0,
         )
-        self.timeout = timeout
-        self._heartbeat = heartbeat
-        self._calls: dict[MessageId, _Pending] = {}
         if endpoint is not None:
             self.connect(endpoint)
 
     def __repr__(self) -> str:
         return f"<green.Client {self._client!r}>"
 
-    @property
-    def open_channels(self) -> int:
-        return self._client.open_channels
-
-    @property
-    def problems(self) -> dict[str, int]:
-        return dict(self._client.problems.counts)
-
     def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        connected = connect_socket(self._sock, endpoint)
-        self._start()
+        connected = self._connect(endpoint)
+        self._start_pump(HubHost())
         return connected
 
     def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        bound = bind_socket(self._sock, endpoint)
-        self._start()
+        bound = self._bind(endpoint)
+        self._start_pump(HubHost())
         return bound
 
     def close(self) -> None:
-        calls, self._calls = self._calls, {}
-        self._close_socket()
-        for pending in calls.values():
-            pending.error = RPCError("the client was closed")
-            pending.done = True
+        for pending in self._fail_all("the client was closed"):
             self._resolve_future(pending)
             pending.wake()
 
@@ -204,22 +168,14 @@ class Client(GreenPeer):
         self,
         method: str,
         *args: Any,
-        timeout: float | _Default | None = DEFAULT,
+        timeout: float | UseDefault | None = DEFAULT,
         async_: bool = False,
     ) -> Any:
-        if self._closed:
-            raise RPCError("the client is closed")
-        limit = self.timeout if isinstance(timeout, _Default) else timeout
-        now = monotonic()
-        cid = self._client.start_call(
-            method, args, now=now, timeout=limit, header=outgoing_trace_header()
-        )
-        pending = self._calls[cid] = _Pending()
-        self._flush()
-        first = min(x for x in (limit, self._heartbeat, 3600.0) if x is not None)
-        self._wake_timer_by(now + first)
+        pending = _Pending()
         if async_:
             pending.future = gevent.event.AsyncResult()
+        cid = self._begin(method, args, timeout, pending)
+        if async_:
             return pending.future
         try:
             pending.wait()
@@ -232,7 +188,9 @@ class Client(GreenPeer):
             raise pending.error
         return pending.value
 
-    def stream(self, method: str, *args: Any, timeout: float | _Default | None = DEFAULT) -> Stream:
+    def stream(
+        self, method: str, *args: Any, timeout: float | UseDefault | None = DEFAULT
+    ) -> Stream:
         """Call a stream method; raises TypeError if the method answered a plain value."""
         result = self.call(method, *args, timeout=timeout)
         if not isinstance(result, Stream):
@@ -250,40 +208,7 @@ class Client(GreenPeer):
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _request_next(self, cid: MessageId) -> None:
-        self._client.request_next(cid)
-        self._flush()
-
-    def _abandon(self, cid: MessageId) -> None:
-        self._calls.pop(cid, None)
-        self._client.cancel(cid)
-
-    def _on_message(self, frames: Frames, now: float) -> None:
-        event = self._client.receive(frames, now)
-        if event is not None:
-            self._deliver(event)
-
-    def _on_timer_event(self, event: Any) -> None:
-        self._deliver(event)
-
-    def _deliver(self, event: Reply | StreamItem | StreamEnd | CallFailed) -> None:
-        cid = event.channel
-        pending = self._calls.get(cid)
-        if pending is None:
-            return
-        kind = type(event)
-        if kind is StreamItem:
-            pending.stream = True
-            pending.items.append(event.item)  # type: ignore[union-attr]
-        else:
-            del self._calls[cid]
-            pending.done = True
-            if kind is Reply:
-                pending.value = event.value  # type: ignore[union-attr]
-            elif kind is StreamEnd:
-                pending.stream = True
-            else:
-                pending.error = event.error  # type: ignore[union-attr]
+    def _delivered(self, cid: MessageId, pending: _Pending) -> None:
         if pending.future is not None:
             self._resolve_future(pending, cid)
         pending.wake()  # last: it may switch to the caller

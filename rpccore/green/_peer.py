@@ -13,7 +13,7 @@ import gevent
 import zmq
 import zmq.green
 
-from .._pump import Connection, Handle, Pump
+from .._pump import Handle
 from .._sockets import plain_context
 
 
@@ -47,30 +47,8 @@ class HubHost:
         return _Watcher(self._loop.io(fd, 1), callback)
 
 
-class GreenPeer(Pump):
-    """A socket driven from gevent's hub."""
-
-    def __init__(
-        self,
-        sock_type: int,
-        conn: Connection,
-        *,
-        context: zmq.Context[Any] | None,
-        max_message_size: int | None,
-        idle_period: float,
-    ) -> None:
-        # The default context is zmq.green's, so inproc:// endpoints meet the application's
-        # gevent sockets; ours is a plain socket on the same libzmq context.
-        self._context = context if context is not None else zmq.green.Context.instance()
-        super().__init__(
-            plain_context(self._context).socket(sock_type),
-            conn,
-            max_message_size=max_message_size,
-            idle_period=idle_period,
-        )
-
-    def _start(self) -> None:
-        self._start_pump(HubHost())
-
-    def _close_socket(self) -> None:
-        self._close_pump()
+def green_socket(sock_type: int, context: zmq.Context[Any] | None) -> Any:
+    """A plain socket on the libzmq context of ``context`` (default: zmq.green's, so
+    ``inproc://`` endpoints meet the application's gevent sockets)."""
+    base = context if context is not None else zmq.green.Context.instance()
+    return plain_context(base).socket(sock_type)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -12,23 +11,16 @@ import gevent.event
 import gevent.threadpool
 import zmq
 
-from .._codec import Frames
-from .._dispatch import resolve
 from .._errors import LostRemote
-from .._events import ChannelLost, CreditGranted, Request, ServerChannelId
+from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
-from .._server import ServerConnection
-from .._service import Service
-from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
-from .._sockets import bind as bind_socket
-from .._sockets import connect as connect_socket
+from .._serving import ServerPump
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
-from ._peer import GreenPeer
-
-logger = logging.getLogger("rpccore.green")
+from ._peer import HubHost, green_socket
 
 
-class Server(GreenPeer):
+class Server(ServerPump[gevent.Greenlet]):
     """Serve the public methods of ``obj`` over a ROUTER socket.
 
     Each request runs in its own greenlet, so methods that wait cooperatively (gevent
@@ -49,97 +41,56 @@ class Server(GreenPeer):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.service = Service(obj, name)
-        self._server = ServerConnection(heartbeat=heartbeat)
         super().__init__(
-            zmq.ROUTER,
-            self._server,
-            context=context,
+            green_socket(zmq.ROUTER, context),
+            obj,
+            name=name,
+            heartbeat=heartbeat,
             max_message_size=max_message_size,
-            idle_period=heartbeat or 1.0,
         )
         self._threads: gevent.threadpool.ThreadPool | None = (
             gevent.get_hub().threadpool if threaded else None
         )
-        self._handlers: dict[ServerChannelId, gevent.Greenlet] = {}
         self._credit: dict[ServerChannelId, gevent.event.Event] = {}
-        self._max_message_size = max_message_size
         self._stopped = gevent.event.Event()
 
     def __repr__(self) -> str:
         return f"<green.Server {self.service.name!r} {self._server!r}>"
 
-    @property
-    def open_channels(self) -> int:
-        return self._server.open_channels
-
-    @property
-    def problems(self) -> dict[str, int]:
-        return dict(self._server.problems.counts)
-
-    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
-        return bind_socket(self._sock, endpoint)
-
-    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
-
-    def _start(self) -> None:
-        first = not self._started
-        super()._start()
-        if first:
-            self._watch_disconnects()
-
     def start(self) -> None:
         """Start serving in the background (``run`` starts and waits)."""
-        self._start()
+        self._start_serving(HubHost())
 
     def run(self) -> None:
         """Serve until ``stop()``."""
-        self._start()
+        self.start()
         self._stopped.wait()
 
     def stop(self) -> None:
-        for handler in list(self._handlers.values()):
-            handler.kill(block=False)
-        self._handlers.clear()
-        self._close_socket()
+        self._stop_serving()
         self._stopped.set()
 
     close = stop
 
-    # -- events --------------------------------------------------------------------
+    # -- handlers ------------------------------------------------------------------
 
-    def _on_message(self, frames: Frames, now: float) -> None:
-        event = self._server.receive(frames, now)
-        if event is None:
-            return
-        if type(event) is Request:
-            func = resolve(self._server, self.service, event.channel, event.method)
-            if func is not None:
-                handler = gevent.Greenlet(self._serve, event, func)
-                self._handlers[event.channel] = handler
-                # Switch straight into the handler (we are in the hub): a method that
-                # returns at once has replied before the next message is read.
-                handler.switch()
-        elif type(event) is CreditGranted:
-            waiter = self._credit.get(event.channel)
-            if waiter is not None:
-                waiter.set()
+    def _start_handler(self, request: Request, func: Callable[..., Any]) -> None:
+        handler = gevent.Greenlet(self._serve, request, func)
+        self._handlers[request.channel] = handler
+        # Switch straight into the handler (we are in the hub): a method that returns at
+        # once has replied before the next message is read.
+        handler.switch()
 
-    def _on_disconnect(self) -> None:
-        report_disconnect(self._server.problems, self._max_message_size)
+    def _cancel_handler(self, handler: gevent.Greenlet, *, lost: bool) -> None:
+        if lost:
+            handler.kill(LostRemote("the client stopped heartbeating"), block=False)
+        else:
+            handler.kill(block=False)
 
-    def _on_timer_event(self, event: Any) -> None:
-        if type(event) is ChannelLost:
-            handler = self._handlers.pop(event.channel, None)
-            if handler is not None:
-                handler.kill(
-                    LostRemote("Lost remote: the client stopped heartbeating"), block=False
-                )
-            waiter = self._credit.pop(event.channel, None)
-            if waiter is not None:
-                waiter.set()
+    def _credit_granted(self, cid: ServerChannelId) -> None:
+        waiter = self._credit.get(cid)
+        if waiter is not None:
+            waiter.set()
 
     # -- running a method ----------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""The client logic both drivers share: starting calls and delivering what comes back.
+
+A driver's Client subclasses ClientPump and adds only how a caller waits: a ``Pending``
+subclass with ``wait``/``wake`` (a gevent Waiter, or an asyncio future), and its own
+blocking or async ``call``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from time import monotonic
+from typing import Any, Final, Generic, TypeVar
+
+from ._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
+from ._codec import Frames, MessageId
+from ._errors import RPCError
+from ._events import CallFailed, ClientEvent, Reply, StreamEnd, StreamItem
+from ._heartbeat import DEFAULT_HEARTBEAT
+from ._pump import Pump
+from ._sockets import DEFAULT_MAX_MESSAGE_SIZE
+from ._sockets import bind as bind_socket
+from ._sockets import connect as connect_socket
+from ._trace import outgoing_trace_header
+
+
+class UseDefault:
+    """The type of DEFAULT: "use the client's setting" for a per-call option."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = UseDefault()
+
+
+class Pending:
+    """What has arrived for one call so far. Drivers add ``wake`` (and a way to wait)."""
+
+    __slots__ = ("done", "error", "items", "stream", "value")
+
+    def __init__(self) -> None:
+        self.items: deque[Any] = deque()
+        self.stream = False
+        self.done = False
+        self.value: Any = None
+        self.error: RPCError | None = None
+
+    def wake(self) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """No more items, buffered ones included."""
+        self.items.clear()
+        self.error = None
+        self.done = True
+
+
+P = TypeVar("P", bound=Pending)
+
+
+class ClientPump(Pump, Generic[P]):
+    """One DEALER socket and its calls."""
+
+    def __init__(
+        self,
+        sock: Any,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        heartbeat: float | None = DEFAULT_HEARTBEAT,
+        passive_heartbeat: bool = False,
+        window: int = DEFAULT_WINDOW,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._client = ClientConnection(
+            heartbeat=heartbeat, passive_heartbeat=passive_heartbeat, window=window
+        )
+        super().__init__(
+            sock, self._client, max_message_size=max_message_size, idle_period=heartbeat or 1.0
+        )
+        self.timeout = timeout
+        self._heartbeat = heartbeat
+        self._calls: dict[MessageId, P] = {}
+
+    @property
+    def open_channels(self) -> int:
+        return self._client.open_channels
+
+    @property
+    def problems(self) -> dict[str, int]:
+        return dict(self._client.problems.counts)
+
+    def _connect(self, endpoint: str | Iterable[str]) -> list[str]:
+        return connect_socket(self._sock, endpoint)
+
+    def _bind(self, endpoint: str | Iterable[str]) -> list[str]:
+        return bind_socket(self._sock, endpoint)
+
+    def _fail_all(self, message: str) -> list[P]:
+        """Close the socket; every call still waiting fails with RPCError(message)."""
+        calls, self._calls = self._calls, {}
+        self._close_pump()
+        for pending in calls.values():
+            pending.error = RPCError(message)
+            pending.done = True
+        return list(calls.values())
+
+    def _begin(
+        self, method: str, args: Sequence[Any], timeout: float | UseDefault | None, pending: P
+    ) -> MessageId:
+        """Send a request; the reply will be delivered to ``pending``."""
+        if self._closed:
+            raise RPCError("the client is closed")
+        limit = self.timeout if isinstance(timeout, UseDefault) else timeout
+        now = monotonic()
+        cid = self._client.start_call(
+            method, args, now=now, timeout=limit, header=outgoing_trace_header()
+        )
+        self._calls[cid] = pending
+        self._flush()
+        first = min(x for x in (limit, self._heartbeat, 3600.0) if x is not None)
+        self._wake_timer_by(now + first)
+        return cid
+
+    def _request_next(self, cid: MessageId) -> None:
+        self._client.request_next(cid)
+        self._flush()
+
+    def _abandon(self, cid: MessageId) -> None:
+        self._calls.pop(cid, None)
+        self._client.cancel(cid)
+
+    def _on_message(self, frames: Frames, now: float) -> None:
+        event = self._client.receive(frames, now)
+        if event is not None:
+            self._deliver(event)
+
+    def _on_timer_event(self, event: Any) -> None:
+        self._deliver(event)
+
+    def _deliver(self, event: ClientEvent) -> None:
+        cid = event.channel
+        pending = self._calls.get(cid)
+        if pending is None:
+            return
+        if type(event) is StreamItem:
+            pending.stream = True
+            pending.items.append(event.item)
+        else:
+            del self._calls[cid]
+            pending.done = True
+            if type(event) is Reply:
+                pending.value = event.value
+            elif type(event) is StreamEnd:
+                pending.stream = True
+            elif type(event) is CallFailed:
+                pending.error = event.error
+        self._delivered(cid, pending)
+
+    def _delivered(self, cid: MessageId, pending: P) -> None:
+        """Something arrived for ``pending``; by default, wake whoever waits for it."""
+        pending.wake()
