@@ -1,8 +1,8 @@
 """The ``zerogate`` command line.
 
-For now it has one command, ``zerogate demo``: an rpccore demo server on loopback that
-prints how to call it. The gateway, token and tooling commands of DESIGN.md arrive with
-their issues.
+For now it has two commands: ``zerogate demo``, an rpccore demo server on loopback that
+prints how to call it, and ``zerogate rpc``, the zerorpc command line (``rpc_command``).
+The gateway, token and other tooling commands of DESIGN.md arrive with their issues.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rpc(args: argparse.Namespace) -> int:
+    from .rpc_command import main as rpc_main
+
+    return rpc_main(args.rpc_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zerogate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -64,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default=DEMO_HOST, help=f"address to bind (default {DEMO_HOST})")
     demo.add_argument("--port", type=int, default=DEMO_PORT, help=f"port (default {DEMO_PORT})")
     demo.set_defaults(handler=_demo)
+    # gateway.rpc_command parses these itself (options anywhere, like zerorpc's tool); here
+    # an unused prefix char only collects them, so `zerogate --help` never imports gevent.
+    rpc = commands.add_parser(
+        "rpc",
+        help="the zerorpc command line: serve, list, call, inspect",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    rpc.add_argument("rpc_args", nargs=argparse.REMAINDER)
+    rpc.set_defaults(handler=_rpc)
     return parser
 
 

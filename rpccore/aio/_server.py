@@ -140,13 +140,11 @@ class Server(ServerPump["asyncio.Task[None]"]):
 
     async def _stream(self, cid: ServerChannelId, result: Any) -> None:
         conn = self._server
-        sent = 0
         async for item in self._items(result):
             if not await self._wait_credit(cid) or not conn.send_stream_item(cid, item):
                 return
-            sent += 1
-            if sent % 32 == 0:
-                self._flush()
+            # Each item goes out now: the next one may be slow to come.
+            self._flush()
         if await self._wait_credit(cid):
             conn.send_stream_done(cid)
 

@@ -131,7 +131,6 @@ class Server(ServerPump[gevent.Greenlet]):
             def advance() -> Any:
                 return pool.apply(context.run, (iterator.__next__,))
 
-        sent = 0
         while True:
             try:
                 item = advance()
@@ -139,9 +138,8 @@ class Server(ServerPump[gevent.Greenlet]):
                 break
             if not self._wait_credit(cid) or not conn.send_stream_item(cid, item):
                 return
-            sent += 1
-            if sent % 32 == 0:
-                self._flush()
+            # Each item goes out now: the next one may be slow to come.
+            self._flush()
         if self._wait_credit(cid):
             conn.send_stream_done(cid)
 

@@ -1,0 +1,272 @@
+"""``zerogate rpc``: the zerorpc command line, on rpccore's gevent driver.
+
+    zerogate rpc --server --bind tcp://127.0.0.1:1234 urllib.parse   # serve a module
+    zerogate rpc tcp://127.0.0.1:1234                                 # list its methods
+    zerogate rpc tcp://127.0.0.1:1234 quote "hello pycon"             # call a method
+    zerogate rpc tcp://127.0.0.1:1234 quote_plus -?                   # signature and doc
+
+Same flags and argument rules as zerorpc 0.6.3's tool (when --connect or --bind is given,
+the first positional is the method), but options may come anywhere, parameters are JSON
+when they are valid JSON, the client heartbeats actively (so a dead server is noticed)
+and nothing crashes on modern Python. Exit codes: 0 success; 1 the remote method raised
+(or -? found no such method); 2 a usage, connection, timeout or lost-remote error; 130
+interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+
+from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired
+from rpccore.green import Client, Server, Stream
+
+from . import rpc_format
+
+PROG = "zerogate rpc"
+EXIT_ERROR = 1  # the remote method raised, -? found no such method, stdout closed
+EXIT_FAILURE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Interrupted(Exception):
+    """Thrown into the client's greenlet on SIGINT (a plain Exception, so gevent does
+    not treat it as a system error and print a traceback)."""
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Call, list, inspect or serve ZeroRPC services (zerorpc's tool, on rpccore).",
+        epilog="Exit codes: 0 success, 1 remote error, 2 usage, connection, timeout or lost "
+        "remote, 130 interrupted.",
+    )
+    parser.set_defaults(server=False)
+    add = parser.add_argument
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--client", action="store_const", const=False, dest="server", help="call (default)"
+    )
+    mode.add_argument(
+        "--server",
+        action="store_true",
+        help="serve COMMAND: a module, module:attr or module.attr (classes are instantiated)",
+    )
+    add("--connect", action="append", default=[], metavar="ADDR", help="connect (repeatable)")
+    add("--bind", action="append", default=[], metavar="ADDR", help="listen (repeatable)")
+    add("--timeout", type=_seconds, default=30.0, metavar="S", help="call timeout (default 30)")
+    add(
+        "--heartbeat",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="period, as the server's (default 5)",
+    )
+    add("--name", help="--server: the service name (default: the object's name)")
+    add("--threaded", action="store_true", help="--server: run methods in threads")
+    params = parser.add_mutually_exclusive_group()
+    params.add_argument("--raw", action="store_true", help="send every parameter as a string")
+    params.add_argument(
+        "-j", "--json", action="store_true", help="parameters are JSON; print results as JSON"
+    )
+    add("-pj", "--print-json", action="store_true", help="print results as JSON")
+    add("-?", "--inspect", action="store_true", help="signature and doc of COMMAND, or of all")
+    add("--active-hb", action="store_true", help="ignored: heartbeats are always active")
+    add("-d", "--debug", action="store_true", help="debug logging and Python tracebacks")
+    add("address", nargs="?", help="where to connect, unless --connect or --bind is given")
+    add("command", nargs="?", help="the method to call (none: list them), or what to serve")
+    add("params", nargs="*", help="the parameters: JSON when valid JSON, else strings")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG)
+    words = [w for w in (args.address, args.command) if w is not None] + args.params
+    if not (args.connect or args.bind):  # else, like zerorpc, all positionals are the call
+        if not words:
+            parser.error("give the ADDRESS to connect to, or --connect/--bind")
+        args.connect = [words.pop(0)]
+    command = words.pop(0) if words else None
+    if args.server:
+        if command is None:
+            parser.error("--server needs the module or object to serve")
+        return serve(args, command)
+    mode = "json" if args.json else "raw" if args.raw else "auto"
+    try:
+        values = rpc_format.parse_params(words, mode=mode)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return run_client(args, command, values)
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return EXIT_FAILURE
+
+
+def _link(peer: Client | Server, args: argparse.Namespace) -> bool:
+    """Bind and connect as asked, with zerorpc's progress lines on stderr."""
+    for verb, endpoints in (("bind", args.bind), ("connect", args.connect)):
+        for endpoint in endpoints:
+            print(f'{verb}ing to "{endpoint}"', file=sys.stderr, flush=True)
+            try:
+                done = peer.bind(endpoint) if verb == "bind" else peer.connect(endpoint)
+            except Exception as exc:
+                _fail(f'cannot {verb} to "{endpoint}": {exc}')
+                return False
+            if done != [endpoint]:  # "tcp://host:*" picked a port
+                print(f'bound to "{done[0]}"', file=sys.stderr, flush=True)
+    return True
+
+
+# -- server ------------------------------------------------------------------------
+
+
+def load_object(target: str) -> object:
+    """``module``, ``module:attr.path`` or zerorpc's ``module.attr``, importable from the
+    current directory. A class is instantiated (a function called) with no arguments."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        try:
+            return importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            if exc.name != target or "." not in target:
+                raise
+            module_name, attr = target.rsplit(".", 1)
+    obj: Any = importlib.import_module(module_name)
+    for name in attr.split("."):
+        obj = getattr(obj, name)
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        obj = obj()
+    return obj
+
+
+def serve(args: argparse.Namespace, target: str) -> int:
+    try:
+        obj = load_object(target)
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        return _fail(f'cannot load "{target}": {type(exc).__name__}: {exc}')
+    server = Server(obj, name=args.name, heartbeat=args.heartbeat, threaded=args.threaded)
+    if not _link(server, args):
+        server.stop()
+        return EXIT_FAILURE
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, server.stop)
+    print(f'serving "{target}"', file=sys.stderr, flush=True)
+    server.run()
+    return 0
+
+
+# -- client ------------------------------------------------------------------------
+
+
+def run_client(args: argparse.Namespace, command: str | None, values: list[Any]) -> int:
+    client = Client(None, timeout=args.timeout, heartbeat=args.heartbeat)
+    try:
+        if not _link(client, args):
+            return EXIT_FAILURE
+        # The work runs in its own greenlet so Ctrl-C can stop it wherever it waits.
+        job = gevent.Greenlet(_client_job, client, args, command, values)
+        gevent.signal_handler(signal.SIGINT, job.kill, _Interrupted, block=False)
+        job.start()
+        code: int = job.get()
+        return code
+    finally:
+        client.close()
+
+
+def _client_job(
+    client: Client, args: argparse.Namespace, command: str | None, values: list[Any]
+) -> int:
+    where = ", ".join(f'"{e}"' for e in [*args.connect, *args.bind])
+    try:
+        if command is None or args.inspect:
+            return _show(client, args, command)
+        return _call(client, args, command, values)
+    except RemoteError as exc:
+        print((exc.traceback or str(exc)).rstrip("\n"), file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except TimeoutExpired:
+        return _fail(f"timed out: no answer from {where} within {args.timeout:g} s")
+    except LostRemote:
+        return _fail(
+            f"lost the remote: no heartbeat from {where} for {2 * args.heartbeat:g} s "
+            "(is the server running?)"
+        )
+    except RPCError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}")
+    except _Interrupted:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout was closed (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _call(client: Client, args: argparse.Namespace, method: str, values: list[Any]) -> int:
+    as_json = args.json or args.print_json
+    result = client.call(method, *values)
+    if not isinstance(result, Stream):
+        print(rpc_format.format_result(result, as_json=as_json), flush=True)
+        return 0
+    with result:  # closes the stream on Ctrl-C or an error
+        for item in result:
+            print(rpc_format.format_result(item, as_json=as_json, one_line=True), flush=True)
+    return 0
+
+
+def _show(client: Client, args: argparse.Namespace, method: str | None) -> int:
+    """List the methods (no method), or inspect one or all (-?)."""
+    if args.json or args.print_json:
+        try:
+            answer: Any = client.call("_zerorpc_inspect")
+        except RemoteError:  # zerorpc 0.6.3 on Python >= 3.11: describe() falls back
+            answer = client.describe()
+        if method is not None:
+            methods = answer.get("methods") if isinstance(answer, dict) else None
+            if not isinstance(methods, dict) or method not in methods:
+                return _no_doc(rpc_format.service_name(answer), method)
+            answer = {**answer, "methods": {method: methods[method]}}
+        print(rpc_format.to_json(answer, indent=2), flush=True)
+        return 0
+    description = client.describe()
+    if method is None:
+        shown = rpc_format.all_details if args.inspect else rpc_format.listing
+        print(shown(description), end="", flush=True)
+        return 0
+    detail = rpc_format.method_detail(description, method)
+    if detail is None:
+        return _no_doc(rpc_format.service_name(description), method)
+    print(detail, end="", flush=True)
+    return 0
+
+
+def _no_doc(service: str, method: str) -> int:
+    print(f'[{service}]\nNo documentation for "{method}".', flush=True)
+    return EXIT_ERROR
