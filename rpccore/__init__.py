@@ -27,6 +27,7 @@ from ._events import (
 )
 from ._heartbeat import DEFAULT_HEARTBEAT
 from ._server import ServerConnection
+from ._service import stream
 from ._trace import TraceContext, current_trace
 
 __all__ = [
@@ -53,4 +54,5 @@ __all__ = [
     "TimeoutExpired",
     "TraceContext",
     "current_trace",
+    "stream",
 ]
