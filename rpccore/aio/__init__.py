@@ -7,6 +7,16 @@ async for item in client.stream("count", 10): ...
 
 from .._service import stream
 from ._client import AsyncStream, Client
+from ._oneway import Publisher, Puller, Pusher, Subscriber
 from ._server import Server
 
-__all__ = ["AsyncStream", "Client", "Server", "stream"]
+__all__ = [
+    "AsyncStream",
+    "Client",
+    "Publisher",
+    "Puller",
+    "Pusher",
+    "Server",
+    "Subscriber",
+    "stream",
+]

@@ -6,6 +6,7 @@ client = Client("tcp://127.0.0.1:4242"); client.add(1, 2)
 
 from .._service import stream
 from ._client import Client, Stream
+from ._oneway import Publisher, Puller, Pusher, Subscriber
 from ._server import Server
 
-__all__ = ["Client", "Server", "Stream", "stream"]
+__all__ = ["Client", "Publisher", "Puller", "Pusher", "Server", "Stream", "Subscriber", "stream"]

@@ -1,0 +1,295 @@
+"""One-way events on asyncio: ``Publisher``/``Subscriber`` and ``Pusher``/``Puller``.
+
+pub = Publisher(); pub.bind("tcp://127.0.0.1:4243"); pub.tick(1, "a")  # inside the loop
+sub = Subscriber(Handlers()); sub.connect("tcp://127.0.0.1:4243"); await sub.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from typing import Any, Final, Self
+
+import zmq
+import zmq.asyncio
+
+from .._codec import Frames
+from .._errors import RPCError
+from .._oneway import OneWayConnection, OneWayEvent
+from .._pump import Pump
+from .._service import Service
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
+from .._sockets import bind as bind_socket
+from .._sockets import connect as connect_socket
+from .._trace import TraceContext, current_trace
+from ._peer import LoopHost, aio_socket
+
+# One-way sockets have no timers; the pump still wakes once per idle period.
+_IDLE: Final = 60.0
+
+
+class _Sender(Pump):
+    """What Publisher and Pusher share: ``emit`` never blocks (nor awaits)."""
+
+    _ROLE = "sender"
+
+    def __init__(self, sock_type: int, context: zmq.asyncio.Context | None) -> None:
+        self._oneway = OneWayConnection(self._ROLE)
+        super().__init__(
+            aio_socket(sock_type, context), self._oneway, max_message_size=None, idle_period=_IDLE
+        )
+
+    def __repr__(self) -> str:
+        return f"<aio.{type(self).__name__} queued={len(self._pending)} closed={self._closed}>"
+
+    @property
+    def queued(self) -> int:
+        """Events the socket could not take yet (no peer, or a full high-water mark)."""
+        return len(self._pending)
+
+    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
+        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
+        return bind_socket(self._sock, endpoint)
+
+    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
+        return connect_socket(self._sock, endpoint)
+
+    def emit(self, method: str, *args: Any) -> None:
+        """Send the event ``method(*args)``; returns at once. Call it on the event loop's
+        thread; the first call binds the sender to the running loop."""
+        if self._closed:
+            raise RPCError(f"the {type(self).__name__} is closed")
+        if not self._started:
+            self._start_pump(LoopHost(asyncio.get_running_loop()))
+        self._oneway.emit(method, args)
+        self._flush()
+
+    def close(self) -> None:
+        """Close the socket; events not yet sent are dropped."""
+        self._close_pump()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def event(*args: Any) -> None:
+            self.emit(name, *args)
+
+        event.__name__ = name
+        return event
+
+    def _on_message(self, frames: Frames, now: float) -> None:
+        pass  # PUB and PUSH sockets receive nothing
+
+    def _on_timer_event(self, event: Any) -> None:
+        pass
+
+
+class Publisher(_Sender):
+    """Publish events to every connected Subscriber (a PUB socket).
+
+    ``pub.emit("tick", 1, "a")``, or ``pub.tick(1, "a")`` (names starting with ``_`` and
+    this class's own method names are not events; use ``emit`` for those). Both are plain
+    calls, not coroutines, and never block. Like any ZeroMQ PUB socket, a publisher drops
+    what no subscriber can receive now: events sent while nobody is subscribed, events
+    sent before a new subscriber's subscription has arrived (the "slow joiner": allow it a
+    moment after connecting), and events for a subscriber whose queue is full (1,000
+    events by default).
+    """
+
+    _ROLE = "publisher"
+
+    def __init__(self, *, context: zmq.asyncio.Context | None = None) -> None:
+        super().__init__(zmq.PUB, context)
+
+
+class Pusher(_Sender):
+    """Push events to Pullers, each event to one of them (a PUSH socket, round robin).
+
+    ``pusher.emit("add", 1, 2)``, or ``pusher.add(1, 2)``: plain calls that never block.
+    Events that no puller can take yet (none connected, or their queues full) wait in
+    memory, in order, and are sent as soon as one can; ``queued`` tells how many wait.
+    ``close()`` drops them.
+    """
+
+    _ROLE = "pusher"
+
+    def __init__(self, *, context: zmq.asyncio.Context | None = None) -> None:
+        super().__init__(zmq.PUSH, context)
+
+
+class _Receiver(Pump):
+    """What Subscriber and Puller share: each event calls a method of ``obj``."""
+
+    _ROLE = "receiver"
+
+    def __init__(
+        self,
+        sock: Any,
+        obj: object,
+        *,
+        executor: Executor | None,
+        max_message_size: int | None,
+    ) -> None:
+        self.service = Service(obj)
+        self._oneway = OneWayConnection(self._ROLE)
+        super().__init__(sock, self._oneway, max_message_size=max_message_size, idle_period=_IDLE)
+        self._max_message_size = max_message_size
+        self._executor = executor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._stopped: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<aio.{type(self).__name__} {self.service.name!r} handled={self.handled} "
+            f"running={len(self._handlers)} closed={self._closed}>"
+        )
+
+    @property
+    def handled(self) -> int:
+        """Events whose method has run (returned or raised)."""
+        return self._oneway.handled
+
+    @property
+    def problems(self) -> dict[str, int]:
+        """Counts of dropped events and failed methods, by kind."""
+        return dict(self._oneway.problems.counts)
+
+    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
+        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
+        return bind_socket(self._sock, endpoint)
+
+    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
+        return connect_socket(self._sock, endpoint)
+
+    def start(self) -> None:
+        """Start receiving on the running loop, in the background."""
+        first = not self._started
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._start_pump(LoopHost(self._loop))
+        if first:
+            self._watch_disconnects()
+
+    async def run(self) -> None:
+        """Receive until ``stop()``."""
+        self.start()
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        await self._stopped.wait()
+
+    def stop(self) -> None:
+        """Stop receiving; methods still running as tasks are cancelled (those already in
+        the executor finish on their own)."""
+        handlers = list(self._handlers)
+        self._handlers.clear()
+        for handler in handlers:
+            handler.cancel()
+        self._close_pump()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    close = stop
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- events --------------------------------------------------------------------
+
+    def _on_message(self, frames: Frames, now: float) -> None:
+        event = self._oneway.receive(frames)
+        if event is None:
+            return
+        func = self._oneway.resolve(self.service.methods, event)
+        if func is None:
+            return
+        assert self._loop is not None
+        handler = self._loop.create_task(self._handle(event, func))
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+
+    def _on_timer_event(self, event: Any) -> None:
+        pass
+
+    def _on_disconnect(self) -> None:
+        report_disconnect(self._oneway.problems, self._max_message_size)
+
+    async def _handle(self, event: OneWayEvent, func: Callable[..., Any]) -> None:
+        current_trace.set(TraceContext.from_header(event.header))
+        error: Exception | None = None
+        try:
+            target = getattr(func, "__func__", func)
+            if inspect.iscoroutinefunction(target):
+                result = func(*event.args)
+            else:
+                loop = asyncio.get_running_loop()
+                context = contextvars.copy_context()
+                result = await loop.run_in_executor(self._executor, context.run, func, *event.args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            error = exc
+        self._oneway.finished(event.method, error)
+
+
+class Subscriber(_Receiver):
+    """Receive published events (a SUB socket subscribed to everything) and call the
+    method of ``obj`` named by each event with the event's args.
+
+    Methods are exposed as on a Server. Coroutine methods run as tasks on the loop; plain
+    methods run in a thread pool (``executor``, default: the loop's), so a method that
+    blocks never stops the loop. The event's trace context is current while a method
+    runs. Unknown methods and methods that raise are logged (once per kind) and counted in
+    ``problems``; they never stop the subscriber. ``handled`` counts the events run.
+    """
+
+    _ROLE = "subscriber"
+
+    def __init__(
+        self,
+        obj: object,
+        *,
+        executor: Executor | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        sock = aio_socket(zmq.SUB, context)
+        # Every payload starts with the same header bytes: topics cannot filter (spec 12).
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        super().__init__(sock, obj, executor=executor, max_message_size=max_message_size)
+
+
+class Puller(_Receiver):
+    """Receive pushed events (a PULL socket) and call the method of ``obj`` named by each
+    event with the event's args; otherwise like ``Subscriber``."""
+
+    _ROLE = "puller"
+
+    def __init__(
+        self,
+        obj: object,
+        *,
+        executor: Executor | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        super().__init__(
+            aio_socket(zmq.PULL, context),
+            obj,
+            executor=executor,
+            max_message_size=max_message_size,
+        )
