@@ -29,6 +29,7 @@ from typing import Any
 import gevent
 
 from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired
+from rpccore._naming import ENV_VAR, NamingError, resolve
 from rpccore.green import Client, Server, Stream
 
 from . import rpc_format
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="period, as the server's (default 5)",
     )
     add("--name", help="--server: the service name (default: the object's name)")
+    add(
+        "--names",
+        metavar="FILE",
+        help=f"YAML naming file: service names to endpoints (default: ${ENV_VAR})",
+    )
     add("--threaded", action="store_true", help="--server: run methods in threads")
     params = parser.add_mutually_exclusive_group()
     params.add_argument("--raw", action="store_true", help="send every parameter as a string")
@@ -93,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("-?", "--inspect", action="store_true", help="signature and doc of COMMAND, or of all")
     add("--active-hb", action="store_true", help="ignored: heartbeats are always active")
     add("-d", "--debug", action="store_true", help="debug logging and Python tracebacks")
-    add("address", nargs="?", help="where to connect, unless --connect or --bind is given")
+    add(
+        "address",
+        nargs="?",
+        help="endpoint or service name to connect to, unless --connect or --bind is given",
+    )
     add("command", nargs="?", help="the method to call (none: list them), or what to serve")
     add("params", nargs="*", help="the parameters: JSON when valid JSON, else strings")
     return parser
@@ -110,6 +120,8 @@ def main(argv: Sequence[str]) -> int:
             parser.error("give the ADDRESS to connect to, or --connect/--bind")
         args.connect = [words.pop(0)]
     command = words.pop(0) if words else None
+    if not _resolve_names(args):
+        return EXIT_FAILURE
     if args.server:
         if command is None:
             parser.error("--server needs the module or object to serve")
@@ -139,6 +151,22 @@ def _link(peer: Client | Server, args: argparse.Namespace) -> bool:
                 return False
             if done != [endpoint]:  # "tcp://host:*" picked a port
                 print(f'bound to "{done[0]}"', file=sys.stderr, flush=True)
+    return True
+
+
+def _resolve_names(args: argparse.Namespace) -> bool:
+    """Replace service names in --connect/--bind (and the address) by their endpoints."""
+    for verb in ("bind", "connect"):
+        endpoints: list[str] = []
+        for target in getattr(args, verb):
+            try:
+                endpoints += resolve(target, args.names)
+            except NamingError as exc:
+                if args.debug:
+                    traceback.print_exc()
+                _fail(f'cannot {verb} to "{target}": {exc}')
+                return False
+        setattr(args, verb, endpoints)
     return True
 
 

@@ -26,6 +26,7 @@ from ._events import (
     StreamItem,
 )
 from ._heartbeat import DEFAULT_HEARTBEAT
+from ._naming import NamingError
 from ._server import ServerConnection
 from ._service import stream
 from ._trace import TraceContext, current_trace
@@ -42,6 +43,7 @@ __all__ = [
     "LostRemote",
     "MessageTooLarge",
     "MethodNotFound",
+    "NamingError",
     "ProtocolError",
     "RPCError",
     "RemoteError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
 from .._codec import MessageId
 from .._errors import RemoteError
 from .._heartbeat import DEFAULT_HEARTBEAT
+from .._naming import resolve_all
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from ._peer import HubHost, green_socket
 
@@ -104,6 +106,12 @@ class Client(ClientPump[_Pending]):
     Attribute access is sugar: ``client.add(1, 2)`` is ``client.call("add", 1, 2)`` (names
     starting with ``_`` are never remote calls; a method the server lacks raises
     ``MethodNotFound``).
+
+    ``endpoint`` may also be a service name (no ``://``), looked up in the naming file
+    ``names`` or else ``$ZEROGATE_NAMES`` (``rpccore._naming.NamingError``, a
+    ``ValueError``, if it is not there). A name with several endpoints connects to all of
+    them, as zerorpc does, and ZeroMQ then deals calls round-robin with no regard for which
+    server is alive: for several servers the gateway's pool or a hub is the right tool.
     """
 
     def __init__(
@@ -116,7 +124,10 @@ class Client(ClientPump[_Pending]):
         window: int = DEFAULT_WINDOW,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
+        names: str | os.PathLike[str] | None = None,
     ) -> None:
+        # A name (no "://") is resolved first, so a naming error leaves no socket behind.
+        endpoints = None if endpoint is None else resolve_all(endpoint, names)
         super().__init__(
             green_socket(zmq.DEALER, context),
             timeout=timeout,
@@ -125,8 +136,8 @@ class Client(ClientPump[_Pending]):
             window=window,
             max_message_size=max_message_size,
         )
-        if endpoint is not None:
-            self.connect(endpoint)
+        if endpoints is not None:
+            self.connect(endpoints)
 
     def __repr__(self) -> str:
         return f"<green.Client {self._client!r}>"
