@@ -9,89 +9,38 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, Final, Self
+from typing import Any, Self
 
 import zmq
 import zmq.asyncio
 
-from .._codec import Frames
-from .._errors import RPCError
-from .._oneway import OneWayConnection, OneWayEvent
-from .._pump import Pump
-from .._service import Service
-from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
-from .._sockets import bind as bind_socket
-from .._sockets import connect as connect_socket
+from .._oneway import OneWayEvent
+from .._oneway_pumps import ReceiverPump, SenderPump
+from .._pump import Host
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
 from ._peer import LoopHost, aio_socket
 
-# One-way sockets have no timers; the pump still wakes once per idle period.
-_IDLE: Final = 60.0
 
+class _Sender(SenderPump):
+    """What Publisher and Pusher share on asyncio: the first ``emit`` ties the sender to
+    the running loop (call it on the loop's thread)."""
 
-class _Sender(Pump):
-    """What Publisher and Pusher share: ``emit`` never blocks (nor awaits)."""
-
-    _ROLE = "sender"
+    _DRIVER = "aio"
 
     def __init__(self, sock_type: int, context: zmq.asyncio.Context | None) -> None:
-        self._oneway = OneWayConnection(self._ROLE)
-        super().__init__(
-            aio_socket(sock_type, context), self._oneway, max_message_size=None, idle_period=_IDLE
-        )
+        super().__init__(aio_socket(sock_type, context))
 
-    def __repr__(self) -> str:
-        return f"<aio.{type(self).__name__} queued={len(self._pending)} closed={self._closed}>"
-
-    @property
-    def queued(self) -> int:
-        """Events the socket could not take yet (no peer, or a full high-water mark)."""
-        return len(self._pending)
-
-    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
-        return bind_socket(self._sock, endpoint)
-
-    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
-
-    def emit(self, method: str, *args: Any) -> None:
-        """Send the event ``method(*args)``; returns at once. Call it on the event loop's
-        thread; the first call binds the sender to the running loop."""
-        if self._closed:
-            raise RPCError(f"the {type(self).__name__} is closed")
-        if not self._started:
-            self._start_pump(LoopHost(asyncio.get_running_loop()))
-        self._oneway.emit(method, args)
-        self._flush()
-
-    def close(self) -> None:
-        """Close the socket; events not yet sent are dropped."""
-        self._close_pump()
+    def _new_host(self) -> Host:
+        return LoopHost(asyncio.get_running_loop())
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def event(*args: Any) -> None:
-            self.emit(name, *args)
-
-        event.__name__ = name
-        return event
-
-    def _on_message(self, frames: Frames, now: float) -> None:
-        pass  # PUB and PUSH sockets receive nothing
-
-    def _on_timer_event(self, event: Any) -> None:
-        pass
 
 
 class Publisher(_Sender):
@@ -127,59 +76,24 @@ class Pusher(_Sender):
         super().__init__(zmq.PUSH, context)
 
 
-class _Receiver(Pump):
-    """What Subscriber and Puller share: each event calls a method of ``obj``."""
+class _Receiver(ReceiverPump["asyncio.Task[None]"]):
+    """What Subscriber and Puller share on asyncio."""
 
-    _ROLE = "receiver"
+    _DRIVER = "aio"
 
     def __init__(
-        self,
-        sock: Any,
-        obj: object,
-        *,
-        executor: Executor | None,
-        max_message_size: int | None,
+        self, sock: Any, obj: object, *, executor: Executor | None, max_message_size: int | None
     ) -> None:
-        self.service = Service(obj)
-        self._oneway = OneWayConnection(self._ROLE)
-        super().__init__(sock, self._oneway, max_message_size=max_message_size, idle_period=_IDLE)
-        self._max_message_size = max_message_size
+        super().__init__(sock, obj, max_message_size=max_message_size)
         self._executor = executor
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
         self._stopped: asyncio.Event | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"<aio.{type(self).__name__} {self.service.name!r} handled={self.handled} "
-            f"running={len(self._handlers)} closed={self._closed}>"
-        )
-
-    @property
-    def handled(self) -> int:
-        """Events whose method has run (returned or raised)."""
-        return self._oneway.handled
-
-    @property
-    def problems(self) -> dict[str, int]:
-        """Counts of dropped events and failed methods, by kind."""
-        return dict(self._oneway.problems.counts)
-
-    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
-        return bind_socket(self._sock, endpoint)
-
-    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
 
     def start(self) -> None:
         """Start receiving on the running loop, in the background."""
-        first = not self._started
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        self._start_pump(LoopHost(self._loop))
-        if first:
-            self._watch_disconnects()
+        self._start_receiving(LoopHost(self._loop))
 
     async def run(self) -> None:
         """Receive until ``stop()``."""
@@ -191,11 +105,7 @@ class _Receiver(Pump):
     def stop(self) -> None:
         """Stop receiving; methods still running as tasks are cancelled (those already in
         the executor finish on their own)."""
-        handlers = list(self._handlers)
-        self._handlers.clear()
-        for handler in handlers:
-            handler.cancel()
-        self._close_pump()
+        self._stop_receiving()
         if self._stopped is not None:
             self._stopped.set()
 
@@ -208,25 +118,14 @@ class _Receiver(Pump):
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- events --------------------------------------------------------------------
-
-    def _on_message(self, frames: Frames, now: float) -> None:
-        event = self._oneway.receive(frames)
-        if event is None:
-            return
-        func = self._oneway.resolve(self.service.methods, event)
-        if func is None:
-            return
+    def _start_handler(self, event: OneWayEvent, func: Callable[..., Any]) -> None:
         assert self._loop is not None
         handler = self._loop.create_task(self._handle(event, func))
         self._handlers.add(handler)
         handler.add_done_callback(self._handlers.discard)
 
-    def _on_timer_event(self, event: Any) -> None:
-        pass
-
-    def _on_disconnect(self) -> None:
-        report_disconnect(self._oneway.problems, self._max_message_size)
+    def _cancel_handler(self, handler: asyncio.Task[None]) -> None:
+        handler.cancel()
 
     async def _handle(self, event: OneWayEvent, func: Callable[..., Any]) -> None:
         current_trace.set(TraceContext.from_header(event.header))

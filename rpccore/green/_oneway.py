@@ -7,94 +7,38 @@ sub = Subscriber(Handlers()); sub.connect("tcp://127.0.0.1:4243"); sub.run()
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterable
-from typing import Any, Final, Self
+from collections.abc import Callable
+from typing import Any, Self
 
 import gevent
 import gevent.event
 import gevent.threadpool
 import zmq
 
-from .._codec import Frames
-from .._errors import RPCError
-from .._oneway import OneWayConnection, OneWayEvent
-from .._pump import Pump
-from .._service import Service
-from .._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
-from .._sockets import bind as bind_socket
-from .._sockets import connect as connect_socket
+from .._oneway import OneWayEvent
+from .._oneway_pumps import ReceiverPump, SenderPump
+from .._pump import Host
+from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
 from ._peer import HubHost, green_socket
 
-# One-way sockets have no timers; the pump still wakes once per idle period.
-_IDLE: Final = 60.0
 
+class _Sender(SenderPump):
+    """What Publisher and Pusher share on gevent."""
 
-class _Sender(Pump):
-    """What Publisher and Pusher share: ``emit`` never blocks the caller."""
-
-    _ROLE = "sender"
+    _DRIVER = "green"
 
     def __init__(self, sock_type: int, context: zmq.Context[Any] | None) -> None:
-        self._oneway = OneWayConnection(self._ROLE)
-        super().__init__(
-            green_socket(sock_type, context), self._oneway, max_message_size=None, idle_period=_IDLE
-        )
+        super().__init__(green_socket(sock_type, context))
 
-    def __repr__(self) -> str:
-        return f"<green.{type(self).__name__} queued={len(self._pending)} closed={self._closed}>"
-
-    @property
-    def queued(self) -> int:
-        """Events the socket could not take yet (no peer, or a full high-water mark)."""
-        return len(self._pending)
-
-    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
-        bound = bind_socket(self._sock, endpoint)
-        self._start_pump(HubHost())
-        return bound
-
-    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        connected = connect_socket(self._sock, endpoint)
-        self._start_pump(HubHost())
-        return connected
-
-    def emit(self, method: str, *args: Any) -> None:
-        """Send the event ``method(*args)``; returns at once (see the class docstring for
-        what happens to events nobody can receive yet)."""
-        if self._closed:
-            raise RPCError(f"the {type(self).__name__} is closed")
-        if not self._started:
-            self._start_pump(HubHost())
-        self._oneway.emit(method, args)
-        self._flush()
-
-    def close(self) -> None:
-        """Close the socket; events not yet sent are dropped."""
-        self._close_pump()
+    def _new_host(self) -> Host:
+        return HubHost()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def event(*args: Any) -> None:
-            self.emit(name, *args)
-
-        event.__name__ = name
-        return event
-
-    def _on_message(self, frames: Frames, now: float) -> None:
-        pass  # PUB and PUSH sockets receive nothing
-
-    def _on_timer_event(self, event: Any) -> None:
-        pass
 
 
 class Publisher(_Sender):
@@ -129,58 +73,23 @@ class Pusher(_Sender):
         super().__init__(zmq.PUSH, context)
 
 
-class _Receiver(Pump):
-    """What Subscriber and Puller share: each event calls a method of ``obj``."""
+class _Receiver(ReceiverPump[gevent.Greenlet]):
+    """What Subscriber and Puller share on gevent."""
 
-    _ROLE = "receiver"
+    _DRIVER = "green"
 
     def __init__(
-        self,
-        sock: Any,
-        obj: object,
-        *,
-        threaded: bool,
-        max_message_size: int | None,
+        self, sock: Any, obj: object, *, threaded: bool, max_message_size: int | None
     ) -> None:
-        self.service = Service(obj)
-        self._oneway = OneWayConnection(self._ROLE)
-        super().__init__(sock, self._oneway, max_message_size=max_message_size, idle_period=_IDLE)
-        self._max_message_size = max_message_size
+        super().__init__(sock, obj, max_message_size=max_message_size)
         self._threads: gevent.threadpool.ThreadPool | None = (
             gevent.get_hub().threadpool if threaded else None
         )
-        self._handlers: set[gevent.Greenlet] = set()
         self._stopped = gevent.event.Event()
-
-    def __repr__(self) -> str:
-        return (
-            f"<green.{type(self).__name__} {self.service.name!r} handled={self.handled} "
-            f"running={len(self._handlers)} closed={self._closed}>"
-        )
-
-    @property
-    def handled(self) -> int:
-        """Events whose method has run (returned or raised)."""
-        return self._oneway.handled
-
-    @property
-    def problems(self) -> dict[str, int]:
-        """Counts of dropped events and failed methods, by kind."""
-        return dict(self._oneway.problems.counts)
-
-    def bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        """Bind; returns the bound endpoints (``tcp://127.0.0.1:*`` picks a port)."""
-        return bind_socket(self._sock, endpoint)
-
-    def connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
 
     def start(self) -> None:
         """Start receiving in the background (``run`` starts and waits)."""
-        first = not self._started
-        self._start_pump(HubHost())
-        if first:
-            self._watch_disconnects()
+        self._start_receiving(HubHost())
 
     def run(self) -> None:
         """Receive until ``stop()``."""
@@ -189,35 +98,20 @@ class _Receiver(Pump):
 
     def stop(self) -> None:
         """Stop receiving; methods still running are killed."""
-        handlers = list(self._handlers)
-        self._handlers.clear()
-        for handler in handlers:
-            handler.kill(block=False)
-        self._close_pump()
+        self._stop_receiving()
         self._stopped.set()
 
     close = stop
 
-    # -- events --------------------------------------------------------------------
-
-    def _on_message(self, frames: Frames, now: float) -> None:
-        event = self._oneway.receive(frames)
-        if event is None:
-            return
-        func = self._oneway.resolve(self.service.methods, event)
-        if func is None:
-            return
+    def _start_handler(self, event: OneWayEvent, func: Callable[..., Any]) -> None:
         handler = gevent.Greenlet(self._handle, event, func)
         self._handlers.add(handler)
         # Switch straight into the handler (we are in the hub), as servers do: a method
         # that does not wait has run before the next event is read, so events keep order.
         handler.switch()
 
-    def _on_timer_event(self, event: Any) -> None:
-        pass
-
-    def _on_disconnect(self) -> None:
-        report_disconnect(self._oneway.problems, self._max_message_size)
+    def _cancel_handler(self, handler: gevent.Greenlet) -> None:
+        handler.kill(block=False)
 
     def _handle(self, event: OneWayEvent, func: Callable[..., Any]) -> None:
         current_trace.set(TraceContext.from_header(event.header))
