@@ -139,10 +139,17 @@ class Pump:
 
     # -- receiving -----------------------------------------------------------------
 
-    def _schedule_drain(self) -> None:
+    def _schedule_drain(self, *, after_io: bool = False) -> None:
+        """Drain soon; ``after_io``: only once the loop has polled its other sockets (after
+        a full batch, so one flooding peer cannot delay everybody else's replies)."""
         if not self._drain_scheduled and self._host is not None:
             self._drain_scheduled = True
-            self._host.call_soon(self._on_readable)
+            if after_io:
+                # A zero-delay timer runs after the next poll; gevent runs queued
+                # callbacks back to back and polls only every 50 of them.
+                self._host.call_later(0.0, self._on_readable)
+            else:
+                self._host.call_soon(self._on_readable)
 
     def _on_readable(self) -> None:
         self._drain_scheduled = False
@@ -155,7 +162,7 @@ class Pump:
                 break
             on_message(recv_frames(sock), monotonic())
         else:
-            self._schedule_drain()  # more is waiting: let others run first
+            self._schedule_drain(after_io=True)  # more is waiting: let others run first
         self._flush()
 
     # -- sending -------------------------------------------------------------------
