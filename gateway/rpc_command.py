@@ -4,6 +4,9 @@
     zerogate rpc tcp://127.0.0.1:1234                                 # list its methods
     zerogate rpc tcp://127.0.0.1:1234 quote "hello pycon"             # call a method
     zerogate rpc tcp://127.0.0.1:1234 quote_plus -?                   # signature and doc
+    zerogate rpc --push tcp://127.0.0.1:5000 tick 1 '"a"'             # push a one-way event
+    zerogate rpc --pub tcp://127.0.0.1:5000 tick 1                    # publish one
+    zerogate rpc --server --pull --bind tcp://127.0.0.1:5000 mod      # receive them (--sub)
 
 Same flags and argument rules as zerorpc 0.6.3's tool (when --connect or --bind is given,
 the first positional is the method), but options may come anywhere, parameters are JSON
@@ -11,6 +14,15 @@ when they are valid JSON, the client heartbeats actively (so a dead server is no
 and nothing crashes on modern Python. Exit codes: 0 success; 1 the remote method raised
 (or -? found no such method); 2 a usage, connection, timeout or lost-remote error; 130
 interrupted by Ctrl-C.
+
+One-way events (``--push``/``--pub``) print nothing. A pushed event is delivered: we wait
+(up to --timeout, else exit 2) until a puller has taken it from our queue, then
+FLUSH_SECONDS more, because ZeroMQ cannot tell when a message has left its own pipe for
+the wire and rpccore closes sockets with LINGER 0 (which drops what is still in the pipe).
+A published event is best effort: PUB drops events while no subscriber is connected
+and subscribed (the "slow joiner"), so we wait --settle seconds after linking before
+publishing. ``--server --pull``/``--sub`` serve an object to pushed/published events,
+printing nothing per event and the count when stopped (Ctrl-C or SIGTERM: exit 0).
 """
 
 from __future__ import annotations
@@ -24,13 +36,14 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from time import monotonic
+from typing import Any, Protocol
 
 import gevent
 
 from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired
 from rpccore._naming import ENV_VAR, NamingError, resolve
-from rpccore.green import Client, Server, Stream
+from rpccore.green import Client, Publisher, Puller, Pusher, Server, Stream, Subscriber
 
 from . import rpc_format
 
@@ -38,6 +51,16 @@ PROG = "zerogate rpc"
 EXIT_ERROR = 1  # the remote method raised, -? found no such method, stdout closed
 EXIT_FAILURE = 2
 EXIT_INTERRUPTED = 130
+
+# --pub: default seconds between linking and publishing, for subscribers to join.
+SETTLE_SECONDS = 0.3
+# --push/--pub: seconds between an event leaving our queue and closing the socket. ZeroMQ
+# gives no "sent" notice, and our sockets close with LINGER 0; on loopback or a LAN an
+# event reaches the wire within milliseconds of entering a connected pipe.
+FLUSH_SECONDS = 0.2
+_POLL = 0.01  # seconds between looks at a pusher's queue
+SENDERS = ("pub", "push")
+RECEIVERS = {"sub": "pub", "pull": "push"}  # receiver flag -> the sender flag it serves
 
 
 class _Interrupted(Exception):
@@ -55,12 +78,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Call, list, inspect or serve ZeroRPC services (zerorpc's tool, on rpccore).",
-        epilog="Exit codes: 0 success, 1 remote error, 2 usage, connection, timeout or lost "
-        "remote, 130 interrupted.",
+        description="Call, list, inspect or serve ZeroRPC services (zerorpc's tool, on rpccore); "
+        "push or publish one-way events, or serve an object to them.",
+        epilog="PUB delivery is best effort: a publisher drops events while no subscriber is "
+        "connected and subscribed (the slow joiner), hence --settle; --push waits until a "
+        "puller takes the event. Exit codes: 0 success, 1 remote error, 2 usage, connection, "
+        "timeout or lost remote, 130 interrupted.",
     )
     parser.set_defaults(server=False)
     add = parser.add_argument
@@ -75,7 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--connect", action="append", default=[], metavar="ADDR", help="connect (repeatable)")
     add("--bind", action="append", default=[], metavar="ADDR", help="listen (repeatable)")
-    add("--timeout", type=_seconds, default=30.0, metavar="S", help="call timeout (default 30)")
+    add(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="call timeout; --push: how long to wait for a puller to take the event (default 30)",
+    )
     add(
         "--heartbeat",
         type=_seconds,
@@ -90,6 +132,45 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"YAML naming file: service names to endpoints (default: ${ENV_VAR})",
     )
     add("--threaded", action="store_true", help="--server: run methods in threads")
+    oneway = parser.add_mutually_exclusive_group()
+    oneway.add_argument(
+        "--push",
+        action="store_const",
+        const="push",
+        dest="oneway",
+        help="push the event COMMAND(PARAMS) instead of calling: exits once a puller has "
+        "taken it (2 if none does within --timeout)",
+    )
+    oneway.add_argument(
+        "--pub",
+        action="store_const",
+        const="pub",
+        dest="oneway",
+        help="publish the event COMMAND(PARAMS), best effort: subscribers not connected and "
+        "subscribed by then miss it (see --settle)",
+    )
+    oneway.add_argument(
+        "--pull",
+        action="store_const",
+        const="pull",
+        dest="oneway",
+        help="with --server: serve the object to pushed events (a puller), not calls",
+    )
+    oneway.add_argument(
+        "--sub",
+        action="store_const",
+        const="sub",
+        dest="oneway",
+        help="with --server: serve the object to published events (a subscriber)",
+    )
+    add(
+        "--settle",
+        type=_seconds_or_zero,
+        default=SETTLE_SECONDS,
+        metavar="S",
+        help=f"--pub: wait S seconds after connecting or binding, so subscribers can join, "
+        f"before publishing (default {SETTLE_SECONDS:g})",
+    )
     params = parser.add_mutually_exclusive_group()
     params.add_argument("--raw", action="store_true", help="send every parameter as a string")
     params.add_argument(
@@ -104,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         help="endpoint or service name to connect to, unless --connect or --bind is given",
     )
-    add("command", nargs="?", help="the method to call (none: list them), or what to serve")
+    add(
+        "command",
+        nargs="?",
+        help="the method to call (none: list them), the event to send, or what to serve",
+    )
     add("params", nargs="*", help="the parameters: JSON when valid JSON, else strings")
     return parser
 
@@ -114,6 +199,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG)
+    if args.oneway in RECEIVERS and not args.server:
+        parser.error(f"--{args.oneway} serves an object to events: use it with --server")
+    if args.oneway in SENDERS and args.server:
+        receiver = next(flag for flag, sender in RECEIVERS.items() if sender == args.oneway)
+        parser.error(f"--{args.oneway} sends an event; to receive them use --server --{receiver}")
     words = [w for w in (args.address, args.command) if w is not None] + args.params
     if not (args.connect or args.bind):  # else, like zerorpc, all positionals are the call
         if not words:
@@ -126,11 +216,19 @@ def main(argv: Sequence[str]) -> int:
         if command is None:
             parser.error("--server needs the module or object to serve")
         return serve(args, command)
+    if args.oneway in SENDERS:
+        if command is None:
+            parser.error(f"--{args.oneway} needs the event's method name")
+        if args.inspect:
+            parser.error(f"--{args.oneway}: one-way events cannot be inspected (-?)")
     mode = "json" if args.json else "raw" if args.raw else "auto"
     try:
         values = rpc_format.parse_params(words, mode=mode)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.oneway in SENDERS:
+        assert command is not None
+        return send_event(args, command, values)
     return run_client(args, command, values)
 
 
@@ -139,7 +237,12 @@ def _fail(message: str) -> int:
     return EXIT_FAILURE
 
 
-def _link(peer: Client | Server, args: argparse.Namespace) -> bool:
+class _Linkable(Protocol):
+    def bind(self, endpoint: str) -> list[str]: ...
+    def connect(self, endpoint: str) -> list[str]: ...
+
+
+def _link(peer: _Linkable, args: argparse.Namespace) -> bool:
     """Bind and connect as asked, with zerorpc's progress lines on stderr."""
     for verb, endpoints in (("bind", args.bind), ("connect", args.connect)):
         for endpoint in endpoints:
@@ -201,15 +304,79 @@ def serve(args: argparse.Namespace, target: str) -> int:
         if args.debug:
             traceback.print_exc()
         return _fail(f'cannot load "{target}": {type(exc).__name__}: {exc}')
-    server = Server(obj, name=args.name, heartbeat=args.heartbeat, threaded=args.threaded)
+    server: Server | Puller | Subscriber
+    if args.oneway == "pull":
+        server, role = Puller(obj, threaded=args.threaded), " (pulling events)"
+    elif args.oneway == "sub":
+        server, role = Subscriber(obj, threaded=args.threaded), " (subscribed to events)"
+    else:
+        server, role = (
+            Server(obj, name=args.name, heartbeat=args.heartbeat, threaded=args.threaded),
+            "",
+        )
     if not _link(server, args):
         server.stop()
         return EXIT_FAILURE
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, server.stop)
-    print(f'serving "{target}"', file=sys.stderr, flush=True)
+    print(f'serving "{target}"{role}', file=sys.stderr, flush=True)
     server.run()
+    if not isinstance(server, Server):
+        # Peers disconnecting is how one-way senders (this command's too) end: no problem.
+        problems = ", ".join(
+            f"{count} {kind}" for kind, count in server.problems.items() if kind != "disconnected"
+        )
+        print(
+            f"stopped: {server.handled} events handled" + (f" ({problems})" if problems else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
+
+
+# -- one-way events ----------------------------------------------------------------
+
+
+def send_event(args: argparse.Namespace, method: str, values: list[Any]) -> int:
+    """Push or publish ``method(*values)``; see the module docstring for the waits."""
+    sender = Pusher() if args.oneway == "push" else Publisher()
+    try:
+        # A Pusher queues events until a puller has really connected (ZMQ_IMMEDIATE), so
+        # an empty ``queued`` means the event has left for one.
+        if not _link(sender, args):
+            return EXIT_FAILURE
+        job = gevent.Greenlet(_send_job, sender, args, method, values)
+        gevent.signal_handler(signal.SIGINT, job.kill, _Interrupted, block=False)
+        job.start()
+        code: int = job.get()
+        return code
+    finally:
+        sender.close()
+
+
+def _send_job(
+    sender: Pusher | Publisher, args: argparse.Namespace, method: str, values: list[Any]
+) -> int:
+    where = ", ".join(f'"{e}"' for e in [*args.connect, *args.bind])
+    try:
+        if isinstance(sender, Publisher):
+            gevent.sleep(args.settle)  # the slow joiner: let subscribers connect first
+        sender.emit(method, *values)
+        deadline = monotonic() + args.timeout
+        while sender.queued:  # only a Pusher queues: a Publisher drops instead
+            if monotonic() >= deadline:
+                return _fail(
+                    f"timed out: no puller took the event from {where} within {args.timeout:g} s"
+                )
+            gevent.sleep(_POLL)
+        gevent.sleep(FLUSH_SECONDS)  # let ZeroMQ write it out before the LINGER 0 close
+        return 0
+    except RPCError as exc:  # e.g. an integer msgpack cannot carry
+        if args.debug:
+            traceback.print_exc()
+        return _fail(f"{type(exc).__name__}: {exc}")
+    except _Interrupted:
+        return EXIT_INTERRUPTED
 
 
 # -- client ------------------------------------------------------------------------

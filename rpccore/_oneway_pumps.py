@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, TypeVar
 
+import zmq
+
 from ._codec import Frames
 from ._errors import RPCError
 from ._oneway import OneWayConnection, OneWayEvent
@@ -28,6 +30,11 @@ class SenderPump(Pump):
     _DRIVER = "rpccore"
 
     def __init__(self, sock: Any) -> None:
+        if sock.getsockopt(zmq.TYPE) == zmq.PUSH:
+            # Queue events only for pullers that really connected: otherwise ZeroMQ takes
+            # them into the pipe of a connection that may never complete, and they are
+            # neither delivered nor counted in ``queued``.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
         self._oneway = OneWayConnection(self._ROLE)
         super().__init__(sock, self._oneway, max_message_size=None, idle_period=_IDLE)
 
