@@ -100,7 +100,8 @@ class ClientPump(Pump, Generic[P]):
         """Close the socket; every call still waiting fails with RPCError(message)."""
         calls, self._calls = self._calls, {}
         self._close_pump()
-        for pending in calls.values():
+        for cid, pending in calls.items():
+            self._client.cancel(cid)  # the protocol state forgets them too
             pending.error = RPCError(message)
             pending.done = True
         return list(calls.values())
