@@ -1,8 +1,9 @@
 """The ``zerogate`` command line.
 
-For now it has two commands: ``zerogate demo``, an rpccore demo server on loopback that
-prints how to call it, and ``zerogate rpc``, the zerorpc command line (``rpc_command``).
-The gateway, token and other tooling commands of DESIGN.md arrive with their issues.
+Commands so far: ``zerogate demo`` (an rpccore demo server on loopback that prints how to
+call it), ``zerogate rpc`` (the zerorpc command line, ``rpc_command``) and ``zerogate hub``
+(the load-balancing hub, ``hub``). The gateway, token and other commands of DESIGN.md arrive
+with their issues.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _rpc(args: argparse.Namespace) -> int:
     return rpc_main(args.rpc_args)
 
 
+def _hub(args: argparse.Namespace) -> int:
+    from .hub import run_command
+
+    return run_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zerogate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rpc.add_argument("rpc_args", nargs=argparse.REMAINDER)
     rpc.set_defaults(handler=_rpc)
+    hub = commands.add_parser(
+        "hub",
+        help="load-balancing hub: clients connect to --in, workers to --out",
+        description="Load-balancing ZeroRPC hub. Give a hub file (in, out, type: queue) "
+        "or --in and --out.",
+    )
+    hub.add_argument("file", nargs="?", help="hub file (YAML: in, out, type: queue)")
+    hub.add_argument("--in", dest="in_", metavar="ENDPOINT", help="endpoint clients connect to")
+    hub.add_argument("--out", metavar="ENDPOINT", help="endpoint workers connect to")
+    hub.add_argument(
+        "--heartbeat", type=float, default=None, help="heartbeat period in seconds (default 5)"
+    )
+    hub.set_defaults(handler=_hub)
     return parser
 
 
