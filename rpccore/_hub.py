@@ -17,7 +17,9 @@ forgotten, and their clients raise LostRemote when the heartbeats stop.
 A client that opens a channel while no worker is known gets at once
 ``ERR ["NoWorker", "no worker is connected to the hub", nil]``.
 
-Payload bytes are forwarded unchanged; each one is decoded only to read its header and name.
+Payload bytes are forwarded unchanged; of each one only the header and name are read
+(``peek``: a small payload is decoded whole, a large one only from its first bytes, so
+the args of a large event are the worker's to check).
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgpack
+
 from ._codec import EMPTY, PROTOCOL_VERSION, Encoder, Envelope, Frames, decode, new_message_id
 from ._errors import RemoteProtocolError
 from ._problems import ProblemLog
 
 TERMINAL: Final = frozenset({"OK", "ERR", "STREAM_DONE"})
 PROBE_WINDOW: Final = 32  # candidate routing ids tried beyond the highest one known
+PEEK_BYTES: Final = 4096  # payloads up to this size are decoded whole (one C call)
 
 ChannelKey = tuple[Envelope, Any]  # (client envelope, channel id)
 
@@ -125,18 +130,17 @@ class HubRouter:
     def from_client(self, frames: Frames, now: float) -> None:
         envelope, payload = _split(frames)
         try:
-            event = decode(payload)
+            header, name = peek(payload)
         except RemoteProtocolError as exc:
             self.problems.report("undecodable client event", "{}", str(exc))
             return
-        header = event.header
         if "response_to" in header:
             channel = self.channels.get((envelope, _key(header["response_to"])))
             if channel is None:  # late heartbeat after the end, or the worker left
                 self.problems.report(
                     "unknown channel from client",
                     "event {} for channel {}",
-                    event.name,
+                    name,
                     header["response_to"],
                     level=logging.INFO,
                 )
@@ -150,7 +154,7 @@ class HubRouter:
             return
         worker = self._choose()
         if worker is None:
-            self.problems.report("no worker", "no worker for {}", event.name)
+            self.problems.report("no worker", "no worker for {}", name)
             self._reply_error(
                 envelope, header["message_id"], "NoWorker", "no worker is connected to the hub"
             )
@@ -200,31 +204,35 @@ class HubRouter:
             return
         worker.last_heard = now
         try:
-            event = decode(payload)
+            header, name = peek(payload)
         except RemoteProtocolError as exc:
             self.problems.report("undecodable worker event", "{}", str(exc))
             return
-        cid = _key(event.header.get("response_to"))
+        cid = _key(header.get("response_to"))
         if cid is None:
-            self.problems.report("worker event without response_to", "event {}", event.name)
-            return
-        if cid in self._pings:
-            self._on_ping_reply(worker, cid, event.name, event.args)
+            self.problems.report("worker event without response_to", "event {}", name)
             return
         channel = self.by_worker.get((wid, cid))
         if channel is None:
+            if cid in self._pings:
+                self._on_ping_reply(worker, cid, name, decode(payload).args)
+                return
             self.problems.report(
                 "unknown channel from worker",
                 "event {} for channel {}",
-                event.name,
+                name,
                 cid,
                 level=logging.INFO,
             )
             return
         channel.last_active = now
         self.forwarded += 1
-        self._to_clients.append([*channel.client, EMPTY, payload])
-        if event.name in TERMINAL:
+        client = channel.client
+        if len(client) == 1:
+            self._to_clients.append([client[0], EMPTY, payload])
+        else:
+            self._to_clients.append([*client, EMPTY, payload])
+        if name in TERMINAL:
             self._close(channel)
 
     def _on_ping_reply(self, worker: Worker, cid: bytes, name: Any, args: Any) -> None:
@@ -321,11 +329,38 @@ class HubRouter:
 
 def _split(frames: Frames) -> tuple[Envelope, bytes]:
     n = len(frames)
-    if n >= 3:
+    if n == 3:  # the usual case: one routing id, the delimiter, the payload
+        return (bytes(frames[0]),), frames[2]
+    if n > 3:
         return tuple(bytes(f) for f in frames[:-2]), frames[-1]
     if n == 2:
         return (bytes(frames[0]),), frames[1]
     return (), frames[0]
+
+
+def peek(payload: bytes) -> tuple[dict[Any, Any], Any]:
+    """The header and name of an event; its args are decoded only if the payload is
+    small (one C call), otherwise skipped: only the first PEEK_BYTES are read.
+    Raises RemoteProtocolError like ``decode``."""
+    if len(payload) <= PEEK_BYTES:
+        event = decode(payload)  # decode reads any buffer
+        return event.header, event.name
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True)
+    unpacker.feed(memoryview(payload)[:PEEK_BYTES])
+    try:
+        size = unpacker.read_array_header()
+        header = unpacker.unpack()
+        name = unpacker.unpack()
+    except msgpack.OutOfData:  # a header larger than PEEK_BYTES: decode it all
+        event = decode(payload)
+        return event.header, event.name
+    except Exception as exc:  # msgpack raises many types for garbage input
+        raise RemoteProtocolError(f"payload is not valid msgpack ({exc})") from None
+    if size != 3:
+        raise RemoteProtocolError(f"event is not a 3-element array (it has {size})")
+    if type(header) is not dict:
+        raise RemoteProtocolError("event header is not a map")
+    return header, name
 
 
 def _key(value: Any) -> Any:

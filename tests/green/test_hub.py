@@ -116,6 +116,27 @@ def test_affinity_reply_routing_and_fewest_open_channels() -> None:
     assert "channels=1" in repr(router)
 
 
+def test_large_payloads_are_routed_by_their_first_bytes() -> None:
+    router = HubRouter(HB, probe_base=100)
+    join(router, W1, "w1")
+    big = pack({"message_id": b"a", "v": 3}, "echo", [b"x" * 200_000])
+    router.from_client([*C1, b"", memoryview(big)], 1.0)  # a large frame arrives as a view
+    [sent] = router.to_workers()
+    assert bytes(sent[2]) == big  # forwarded unchanged
+    answer = pack({"message_id": b"r", "response_to": b"a", "big": "h" * 9000}, "OK", [b"y"])
+    router.from_worker([W1, b"", answer + b"z" * 10_000], 1.0)  # header beyond the peek
+    assert [f[0] for f in router.to_clients()] == [C1[0]]
+    assert router.stats()["channels"] == 0
+    router.from_client([*C1, b"", b"\xc1" * 5000], 1.0)
+    router.from_client([*C1, b"", msgpack.packb([1, "x", b"y" * 5000])], 1.0)
+    assert router.problems.counts["undecodable client event"] == 2
+    assert router.to_workers() == []
+    # Only the header and name are read: broken args are the worker's to reject.
+    cut = pack({"message_id": b"b"}, "x", [b"y" * 5000])[:-10]
+    router.from_client([*C1, b"", cut], 1.0)
+    assert router.to_workers() == [[W1, b"", cut]]
+
+
 def test_worker_left_forgets_only_its_channels() -> None:
     router = HubRouter(HB, probe_base=100)
     join(router, W1, "w1")
@@ -280,3 +301,82 @@ def test_hub_file(tmp_path: Path) -> None:
     assert f"{bad} line 2: type: expected queue, got 'stack'" in text
     assert f"{bad} line 3: outs:" in text
     assert "out: required" in text
+
+
+@pytest.mark.usefixtures("green_test_timeout")
+def test_hub_full_size(green_child_processes: GreenChildProcesses) -> None:
+    """The issue's full-size run: 4 workers, 10,000 concurrent calls (100 greenlets), 100
+    concurrent streams of 100 items, long calls kept alive by heartbeats, and one worker
+    killed with kill -9 mid-run: only its in-flight calls fail, with LostRemote."""
+    children = green_child_processes
+    hub, in_ep, out_ep = start_hub(children)
+    names = ("w1", "w2", "w3", "w4")
+    workers = {
+        n: children.spawn(
+            [sys.executable, str(WORKER), n, out_ep, str(HB), "rpccore", "60"], name=n
+        )
+        for n in names
+    }
+    assert {children.read_line(p, 10) for p in workers.values()} == {"ready"}
+    client = Client(in_ep, heartbeat=HB, timeout=10)
+    try:
+        wait_for_workers(client, set(names))
+        # Long calls, 10 heartbeat periods, two on each worker (fewest open channels).
+        slow = [gevent.spawn(client.slow, 10 * HB) for _ in range(8)]
+        started = collections.Counter(
+            children.read_line(p, 5) for p in workers.values() for _ in "ab"
+        )
+        assert started == {f"slow {n}": 2 for n in names}, started
+        answers: collections.Counter[str] = collections.Counter()
+        failures: list[BaseException] = []
+
+        def calls(n: int) -> None:
+            for _ in range(n):
+                try:
+                    answers[client.whoami()] += 1
+                except LostRemote as exc:
+                    failures.append(exc)
+
+        def count() -> list[int]:
+            return list(client.count(100))
+
+        def done() -> int:
+            return sum(answers.values()) + len(failures)
+
+        callers = [gevent.spawn(calls, 100) for _ in range(100)]
+        streams = [gevent.spawn(count) for _ in range(100)]
+        with gevent.Timeout(20, AssertionError("the calls did not progress")):
+            while done() < 3000:
+                gevent.sleep(0.01)
+        children.kill(workers["w1"])  # kill -9 mid-run
+        killed_at = done()
+        assert killed_at < 10_000  # still running
+        gevent.joinall(callers + streams + slow, timeout=30)
+        assert all(g.ready() for g in callers + streams + slow)
+        # The fast calls: all done; those lost were in flight on w1 when it died.
+        assert done() == 10_000
+        assert all(g.successful() for g in callers)
+        assert set(answers) == set(names), answers
+        assert min(answers.values()) > 500, answers
+        assert len(failures) < 50, len(failures)
+        # The streams: complete, or lost on w1 (a stream on w1 may have been cut).
+        for g in streams:
+            assert g.value == list(range(100)) or isinstance(g.exception, LostRemote), g
+        # The long calls: exactly the two on w1 failed, the six others returned.
+        lost = [g for g in slow if not g.successful()]
+        assert len(lost) == 2
+        assert all(isinstance(g.exception, LostRemote) for g in lost)
+        assert sorted(g.value for g in slow if g.successful()) == sorted(["w2", "w3", "w4"] * 2)
+        # Afterwards the hub reports w1 gone, and routes only to the others.
+        with gevent.Timeout(4 * HB + 2, AssertionError(children.stderr(hub))):
+            while "worker w1 left" not in children.stderr(hub):
+                gevent.sleep(0.05)
+        assert {client.whoami() for _ in range(100)} == {"w2", "w3", "w4"}
+    finally:
+        client.close()
+    hub.send_signal(15)
+    assert hub.wait(timeout=5) == 0
+    stopped = children.stderr(hub)
+    final = stopped.rsplit("stopped", 1)[1]  # the hub's last word: its state
+    assert "left=1" in final, stopped
+    assert "'w1'" not in final, stopped
