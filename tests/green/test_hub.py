@@ -380,3 +380,42 @@ def test_hub_full_size(green_child_processes: GreenChildProcesses) -> None:
     final = stopped.rsplit("stopped", 1)[1]  # the hub's last word: its state
     assert "left=1" in final, stopped
     assert "'w1'" not in final, stopped
+
+
+@pytest.mark.usefixtures("green_test_timeout")
+def test_hub_command_with_a_hub_file(
+    green_child_processes: GreenChildProcesses, tmp_path: Path
+) -> None:
+    children = green_child_processes
+    hub_file = tmp_path / "hub.yml"
+    hub_file.write_text(
+        f"in: tcp://127.0.0.1:*\nout: tcp://127.0.0.1:*\ntype: queue\nheartbeat: {HB}\n"
+    )
+    hub = children.spawn(
+        [sys.executable, "-m", "gateway.cli", "hub", str(hub_file)], name="hub-file"
+    )
+    in_line, out_line = children.read_line(hub, 10), children.read_line(hub, 10)
+    assert in_line.startswith("in tcp://127.0.0.1:"), children.stderr(hub)
+    assert out_line.startswith("out tcp://127.0.0.1:"), children.stderr(hub)
+    start_worker(children, "f1", out_line[4:])
+    client = Client(in_line[3:], heartbeat=HB, timeout=10)
+    try:
+        wait_for_workers(client, {"f1"})
+        assert client.add(20, 22) == 42
+    finally:
+        client.close()
+    hub.send_signal(15)
+    assert hub.wait(timeout=5) == 0
+
+
+def test_hub_command_refuses_a_bad_file_in_one_line(
+    green_child_processes: GreenChildProcesses, tmp_path: Path
+) -> None:
+    children = green_child_processes
+    bad = tmp_path / "bad.yml"
+    bad.write_text("in: tcp://127.0.0.1:5001\nout: tcp://127.0.0.1:5002\ntype: stack\n")
+    proc = children.spawn([sys.executable, "-m", "gateway.cli", "hub", str(bad)], name="bad")
+    assert proc.wait(timeout=10) == 2
+    stderr = children.stderr(proc)
+    assert f"{bad} line 3: type: expected queue, got 'stack'" in stderr
+    assert "Traceback" not in stderr
