@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from functools import partial
 from typing import Any, Final
 
 import zmq
@@ -49,11 +48,11 @@ def send_frames(sock: Any, frames: Frames) -> None:
     """Send one multipart message without blocking; raises zmq.Again when it cannot
     (ZeroMQ accepts all the parts of a message or none)."""
     # pyzmq's Python-level send only adds routing_id/group (DRAFT sockets): skip it.
-    send = partial(_base_send, sock) if type(sock) is zmq.Socket else sock.send
+    send = _base_send if type(sock) is zmq.Socket else type(sock).send
     last = frames[-1]
     for frame in frames[:-1]:
-        send(frame, _SEND_MORE, copy=len(frame) < ZERO_COPY_MIN)
-    send(last, NOBLOCK, copy=len(last) < ZERO_COPY_MIN)
+        send(sock, frame, _SEND_MORE, copy=len(frame) < ZERO_COPY_MIN)
+    send(sock, last, NOBLOCK, copy=len(last) < ZERO_COPY_MIN)
 
 
 def recv_frames(sock: Any) -> Frames:
