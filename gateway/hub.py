@@ -32,6 +32,7 @@ import gevent.event
 import zmq
 
 from rpccore._hub import HubRouter, id_number
+from rpccore._naming import ENDPOINT_FORMS, is_endpoint
 from rpccore._sockets import EVENTS, POLLIN, bind, prepare, recv_frames, send_frames
 
 from ._yaml import MalformedYaml, Problems, Section, compose
@@ -252,7 +253,7 @@ def load_hub_file(path: str) -> HubFile:
         raise HubFileError(f"{path}{where}: not valid YAML: {exc}") from None
     problems = Problems(path)
     top = Section(problems, "", 1, root, _HUB_KEYS)
-    endpoint = "an endpoint such as tcp://127.0.0.1:4242"
+    endpoint = f"a ZeroMQ endpoint ({ENDPOINT_FORMS})"
     checks = (top.require("in", endpoint), top.require("out", endpoint))
     top.require("type", "queue")
     in_endpoint = top.string("in", "", _endpoint, endpoint)
@@ -266,7 +267,7 @@ def load_hub_file(path: str) -> HubFile:
 
 
 def _endpoint(text: str) -> str | None:
-    return text if "://" in text else None
+    return text if is_endpoint(text) else None  # wildcards allowed: the hub binds
 
 
 # -- the command line ---------------------------------------------------------------------
