@@ -59,6 +59,50 @@ class Pending:
 P = TypeVar("P", bound=Pending)
 
 
+class StreamCursor:
+    """What both drivers' streams share. Credit is granted each time the application asks
+    for another item (never ahead of it), so a slow consumer slows the server down instead
+    of filling memory; ``close()`` abandons the rest of the stream."""
+
+    _DRIVER = "rpccore"
+
+    def __init__(self, client: ClientPump[Any], cid: MessageId, pending: Pending) -> None:
+        self._client, self._cid, self._pending = client, cid, pending
+        self._first = True  # the first item arrived with the reply: no credit to ask for
+
+    def __repr__(self) -> str:
+        pending = self._pending
+        return (
+            f"<{self._DRIVER}.{type(self).__name__} buffered={len(pending.items)} "
+            f"done={pending.done}>"
+        )
+
+    def _ask_for_next(self) -> None:
+        if self._first:
+            self._first = False
+        elif not self._pending.done:
+            self._client._request_next(self._cid)
+
+    def _take(self) -> tuple[bool, Any]:
+        """(True, item) when an item is buffered; (False, None) at the end of the stream;
+        raises the stream's error."""
+        pending = self._pending
+        if pending.items:
+            return True, pending.items.popleft()
+        if pending.error is not None:
+            raise pending.error
+        return False, None
+
+    def close(self) -> None:
+        if not self._pending.done:
+            self._client._abandon(self._cid)
+        self._pending.abandon()
+
+    def __del__(self) -> None:
+        if not self._pending.done:
+            self.close()
+
+
 class ClientPump(Pump, Generic[P]):
     """One DEALER socket and its calls."""
 
@@ -119,7 +163,10 @@ class ClientPump(Pump, Generic[P]):
         )
         self._calls[cid] = pending
         self._flush()
-        first = min(x for x in (limit, self._heartbeat, 3600.0) if x is not None)
+        # The call's first deadline: its heartbeat tick, or its timeout if that is sooner.
+        first = self._heartbeat or 3600.0
+        if limit is not None and limit < first:
+            first = limit
         self._wake_timer_by(now + first)
         return cid
 

@@ -137,12 +137,6 @@ class ReceiverPump(Pump, Generic[H]):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _start_receiving(self, host: Host) -> None:
-        first = not self._started
-        self._start_pump(host)
-        if first:
-            self._watch_disconnects()
-
     def _stop_receiving(self) -> None:
         handlers = list(self._handlers)
         self._handlers.clear()

@@ -102,7 +102,9 @@ class Pump:
     def _started(self) -> bool:
         return self._host is not None
 
-    def _start_pump(self, host: Host) -> None:
+    def _start_pump(self, host: Host, *, watch_disconnects: bool = False) -> None:
+        """Start on ``host`` (idempotent); ``watch_disconnects``: call ``_on_disconnect``
+        whenever a peer's connection drops."""
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
         if self._host is None:
@@ -110,13 +112,13 @@ class Pump:
             self._handles.append(host.watch(self._sock.getsockopt(zmq.FD), self._on_readable))
             self._schedule_drain()  # messages may be queued already
             self._wake_timer_by(monotonic() + self._idle)
+            if watch_disconnects:
+                self._watch_disconnects(host)
 
-    def _watch_disconnects(self) -> None:
-        """Call ``_on_disconnect`` whenever a peer's connection drops (once started)."""
-        assert self._host is not None
+    def _watch_disconnects(self, host: Host) -> None:
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._handles.append(self._host.watch(self._monitor.getsockopt(zmq.FD), self._on_monitor))
-        self._host.call_soon(self._on_monitor)  # events may predate the watcher
+        self._handles.append(host.watch(self._monitor.getsockopt(zmq.FD), self._on_monitor))
+        host.call_soon(self._on_monitor)  # events may predate the watcher
 
     def _on_monitor(self) -> None:
         monitor = self._monitor

@@ -13,7 +13,7 @@ from ._codec import Frames
 from ._dispatch import resolve
 from ._events import ChannelLost, CreditGranted, Request, ServerChannelId
 from ._heartbeat import DEFAULT_HEARTBEAT
-from ._pump import Host, Pump
+from ._pump import Pump
 from ._server import ServerConnection
 from ._service import Service
 from ._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
@@ -73,12 +73,6 @@ class ServerPump(Pump, Generic[H]):
         raise NotImplementedError
 
     # -- lifecycle -----------------------------------------------------------------
-
-    def _start_serving(self, host: Host) -> None:
-        first = not self._started
-        self._start_pump(host)
-        if first:
-            self._watch_disconnects()
 
     def _stop_serving(self) -> None:
         handlers = list(self._handlers.values())

@@ -11,9 +11,8 @@ import zmq
 import zmq.asyncio
 
 from .. import _describe
-from .._calling import DEFAULT, ClientPump, Pending, UseDefault
+from .._calling import DEFAULT, ClientPump, Pending, StreamCursor, UseDefault
 from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
-from .._codec import MessageId
 from .._errors import RemoteError
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._naming import resolve_all
@@ -44,42 +43,27 @@ class _Pending(Pending):
             waiter.set_result(None)
 
 
-class AsyncStream(AsyncIterator[Any]):
-    """The items of a stream reply, as they arrive. Credit is granted as you iterate, so a
-    slow consumer slows the server down instead of filling memory. ``aclose()`` (or
-    leaving an ``async with`` block) abandons the rest of the stream."""
+class AsyncStream(StreamCursor, AsyncIterator[Any]):
+    """The items of a stream reply, as they arrive (see StreamCursor); ``aclose()`` or
+    leaving an ``async with`` block abandons the rest."""
 
-    def __init__(self, client: Client, cid: MessageId, pending: _Pending) -> None:
-        self._client, self._cid, self._pending = client, cid, pending
-        self._first = True
-
-    def __repr__(self) -> str:
-        return f"<aio.AsyncStream buffered={len(self._pending.items)} done={self._pending.done}>"
+    _DRIVER = "aio"
+    _pending: _Pending
 
     def __aiter__(self) -> AsyncStream:
         return self
 
     async def __anext__(self) -> Any:
-        pending = self._pending
-        if self._first:
-            self._first = False
-        elif not pending.done:
-            self._client._request_next(self._cid)
+        self._ask_for_next()
         try:
-            await pending.wait()
+            await self._pending.wait()
         except asyncio.CancelledError:
             self.close()
             raise
-        if pending.items:
-            return pending.items.popleft()
-        if pending.error is not None:
-            raise pending.error
-        raise StopAsyncIteration
-
-    def close(self) -> None:
-        if not self._pending.done:
-            self._client._abandon(self._cid)
-        self._pending.abandon()
+        found, item = self._take()
+        if not found:
+            raise StopAsyncIteration
+        return item
 
     async def aclose(self) -> None:
         self.close()
@@ -89,10 +73,6 @@ class AsyncStream(AsyncIterator[Any]):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        if not self._pending.done:
-            self.close()
 
 
 class Client(ClientPump[_Pending]):

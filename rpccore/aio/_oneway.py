@@ -7,8 +7,6 @@ sub = Subscriber(Handlers()); sub.connect("tcp://127.0.0.1:4243"); await sub.run
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Self
@@ -21,7 +19,7 @@ from .._oneway_pumps import ReceiverPump, SenderPump
 from .._pump import Host
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
-from ._peer import LoopHost, aio_socket
+from ._peer import LoopHost, aio_socket, run_method
 
 
 class _Sender(SenderPump):
@@ -93,7 +91,7 @@ class _Receiver(ReceiverPump["asyncio.Task[None]"]):
         """Start receiving on the running loop, in the background."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        self._start_receiving(LoopHost(self._loop))
+        self._start_pump(LoopHost(self._loop), watch_disconnects=True)
 
     async def run(self) -> None:
         """Receive until ``stop()``."""
@@ -131,15 +129,7 @@ class _Receiver(ReceiverPump["asyncio.Task[None]"]):
         current_trace.set(TraceContext.from_header(event.header))
         error: Exception | None = None
         try:
-            target = getattr(func, "__func__", func)
-            if inspect.iscoroutinefunction(target):
-                result = func(*event.args)
-            else:
-                loop = asyncio.get_running_loop()
-                context = contextvars.copy_context()
-                result = await loop.run_in_executor(self._executor, context.run, func, *event.args)
-            if inspect.isawaitable(result):
-                await result
+            await run_method(func, event.args, self._executor)
         except Exception as exc:
             error = exc
         self._oneway.finished(event.method, error)

@@ -8,7 +8,10 @@ and a task wake-up per message. The socket sits on zmq.asyncio's libzmq context,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextvars
+import inspect
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import zmq
@@ -16,6 +19,24 @@ import zmq.asyncio
 
 from .._pump import Handle
 from .._sockets import plain_context
+
+
+async def run_method(
+    func: Callable[..., Any], args: Sequence[Any], executor: Executor | None
+) -> Any:
+    """Run a method the way every asyncio handler does: coroutine functions (and async
+    generator functions) on the loop, anything else in ``executor`` with the caller's
+    contextvars, so a blocking method never stops the loop."""
+    target = getattr(func, "__func__", func)
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        result = func(*args)
+    else:
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        result = await loop.run_in_executor(executor, context.run, func, *args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 class _Reader:

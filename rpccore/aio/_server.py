@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -17,7 +16,7 @@ from .._heartbeat import DEFAULT_HEARTBEAT
 from .._serving import ServerPump
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
-from ._peer import LoopHost, aio_socket
+from ._peer import LoopHost, aio_socket, run_method
 
 _DONE = object()
 
@@ -66,7 +65,7 @@ class Server(ServerPump["asyncio.Task[None]"]):
         """Start serving on the running loop, in the background."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        self._start_serving(LoopHost(self._loop))
+        self._start_pump(LoopHost(self._loop), watch_disconnects=True)
 
     async def run(self) -> None:
         """Serve until ``stop()``."""
@@ -109,7 +108,7 @@ class Server(ServerPump["asyncio.Task[None]"]):
         cid, conn = request.channel, self._server
         current_trace.set(TraceContext.from_header(request.header))
         try:
-            result = await self._call(func, request.args)
+            result = await run_method(func, request.args, self._executor)
             if self.service.is_stream(request.method):
                 await self._stream(cid, result)
             else:
@@ -125,18 +124,6 @@ class Server(ServerPump["asyncio.Task[None]"]):
             self._credit.pop(cid, None)
             if not self._closed:
                 self._flush()
-
-    async def _call(self, func: Callable[..., Any], args: list[Any]) -> Any:
-        target = getattr(func, "__func__", func)
-        if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
-            result = func(*args)
-        else:
-            loop = asyncio.get_running_loop()
-            context = contextvars.copy_context()
-            result = await loop.run_in_executor(self._executor, context.run, func, *args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
 
     async def _stream(self, cid: ServerChannelId, result: Any) -> None:
         conn = self._server

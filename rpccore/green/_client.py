@@ -13,7 +13,7 @@ from gevent import get_hub, getcurrent
 from gevent.hub import Waiter
 
 from .. import _describe
-from .._calling import DEFAULT, ClientPump, Pending, UseDefault
+from .._calling import DEFAULT, ClientPump, Pending, StreamCursor, UseDefault
 from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
 from .._codec import MessageId
 from .._errors import RemoteError
@@ -53,48 +53,29 @@ class _Pending(Pending):
             hub.loop.run_callback(waiter.switch, None)
 
 
-class Stream(Iterator[Any]):
-    """The items of a stream reply, as they arrive. Credit is granted as you iterate, so a
-    slow consumer slows the server down instead of filling memory. ``close()`` (or leaving
-    a ``with`` block) abandons the rest of the stream."""
+class Stream(StreamCursor, Iterator[Any]):
+    """The items of a stream reply, as they arrive (see StreamCursor); ``close()`` or
+    leaving a ``with`` block abandons the rest."""
 
-    def __init__(self, client: Client, cid: MessageId, pending: _Pending) -> None:
-        self._client, self._cid, self._pending = client, cid, pending
-        self._first = True
-
-    def __repr__(self) -> str:
-        return f"<green.Stream buffered={len(self._pending.items)} done={self._pending.done}>"
+    _DRIVER = "green"
+    _pending: _Pending
 
     def __iter__(self) -> Stream:
         return self
 
     def __next__(self) -> Any:
-        pending = self._pending
-        if self._first:
-            self._first = False
-        elif not pending.done:
-            self._client._request_next(self._cid)
-        pending.wait()
-        if pending.items:
-            return pending.items.popleft()
-        if pending.error is not None:
-            raise pending.error
-        raise StopIteration
-
-    def close(self) -> None:
-        if not self._pending.done:
-            self._client._abandon(self._cid)
-        self._pending.abandon()
+        self._ask_for_next()
+        self._pending.wait()
+        found, item = self._take()
+        if not found:
+            raise StopIteration
+        return item
 
     def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        if not self._pending.done:
-            self.close()
 
 
 class Client(ClientPump[_Pending]):

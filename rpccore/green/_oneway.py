@@ -6,7 +6,6 @@ sub = Subscriber(Handlers()); sub.connect("tcp://127.0.0.1:4243"); sub.run()
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -20,7 +19,7 @@ from .._oneway_pumps import ReceiverPump, SenderPump
 from .._pump import Host
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
-from ._peer import HubHost, green_socket
+from ._peer import HubHost, green_socket, run_method
 
 
 class _Sender(SenderPump):
@@ -89,7 +88,7 @@ class _Receiver(ReceiverPump[gevent.Greenlet]):
 
     def start(self) -> None:
         """Start receiving in the background (``run`` starts and waits)."""
-        self._start_receiving(HubHost())
+        self._start_pump(HubHost(), watch_disconnects=True)
 
     def run(self) -> None:
         """Receive until ``stop()``."""
@@ -117,11 +116,7 @@ class _Receiver(ReceiverPump[gevent.Greenlet]):
         current_trace.set(TraceContext.from_header(event.header))
         error: Exception | None = None
         try:
-            if self._threads is None:
-                func(*event.args)
-            else:
-                context = contextvars.copy_context()
-                self._threads.apply(context.run, (func, *event.args))
+            run_method(func, event.args, self._threads)
         except gevent.GreenletExit:
             return  # stop() killed us
         except Exception as exc:

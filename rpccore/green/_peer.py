@@ -6,12 +6,14 @@ straight to the greenlet waiting for it, and a request straight to its handler g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
 import zmq
 import zmq.green
+from gevent.threadpool import ThreadPool
 
 from .._pump import Handle
 from .._sockets import plain_context
@@ -29,6 +31,15 @@ class _Watcher:
     def cancel(self) -> None:
         self._watcher.stop()
         self._watcher.close()
+
+
+def run_method(func: Callable[..., Any], args: Sequence[Any], threads: ThreadPool | None) -> Any:
+    """Run a method the way every gevent handler does: in the calling greenlet, or with a
+    thread pool in one of its threads, with the greenlet's contextvars."""
+    if threads is None:
+        return func(*args)
+    context = contextvars.copy_context()
+    return threads.apply(context.run, (func, *args))
 
 
 class HubHost:

@@ -17,7 +17,7 @@ from .._heartbeat import DEFAULT_HEARTBEAT
 from .._serving import ServerPump
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
-from ._peer import HubHost, green_socket
+from ._peer import HubHost, green_socket, run_method
 
 
 class Server(ServerPump[gevent.Greenlet]):
@@ -59,7 +59,7 @@ class Server(ServerPump[gevent.Greenlet]):
 
     def start(self) -> None:
         """Start serving in the background (``run`` starts and waits)."""
-        self._start_serving(HubHost())
+        self._start_pump(HubHost(), watch_disconnects=True)
 
     def run(self) -> None:
         """Serve until ``stop()``."""
@@ -98,7 +98,7 @@ class Server(ServerPump[gevent.Greenlet]):
         cid, conn = request.channel, self._server
         current_trace.set(TraceContext.from_header(request.header))
         try:
-            result = self._call(func, request.args)
+            result = run_method(func, request.args, self._threads)
             if self.service.is_stream(request.method):
                 self._stream(cid, result)
             else:
@@ -114,12 +114,6 @@ class Server(ServerPump[gevent.Greenlet]):
             self._credit.pop(cid, None)
             if not self._closed:
                 self._flush()
-
-    def _call(self, func: Callable[..., Any], args: list[Any]) -> Any:
-        if self._threads is None:
-            return func(*args)
-        context = contextvars.copy_context()
-        return self._threads.apply(context.run, (func, *args))
 
     def _stream(self, cid: ServerChannelId, result: Any) -> None:
         conn = self._server
