@@ -23,13 +23,20 @@ def from_inspect(answer: Any) -> dict[str, Any]:
         entry.setdefault("doc", None)
         entry.setdefault("stream", None)
         methods[str(name)] = entry
-    return {"name": answer.get("name"), "methods": methods, "introspection": "inspect"}
+    doc = answer.get("doc")  # our extension: the service's docstring
+    return {
+        "name": answer.get("name"),
+        "doc": doc if isinstance(doc, str) else None,
+        "methods": methods,
+        "introspection": "inspect",
+    }
 
 
 def from_fallback(name: Any, docs: Mapping[str, Any]) -> dict[str, Any]:
     """The description built from ``_zerorpc_name`` + ``_zerorpc_list`` + ``_zerorpc_help``."""
     return {
         "name": name,
+        "doc": None,
         "methods": {
             method: {"args": None, "doc": doc if isinstance(doc, str) else None, "stream": None}
             for method, doc in docs.items()

@@ -93,18 +93,23 @@ def method_entry(method: Callable[..., Any], *, streams: bool) -> dict[str, Any]
 
 
 def describe(
-    name: str, methods: Mapping[str, Callable[..., Any]], streams: Iterable[str]
+    name: str,
+    methods: Mapping[str, Callable[..., Any]],
+    streams: Iterable[str],
+    doc: str | None = None,
 ) -> dict[str, Any]:
-    """``_zerorpc_inspect``: ``{"name": ..., "methods": {name: entry}}``."""
+    """``_zerorpc_inspect``: ``{"name": ..., "methods": {name: entry}}``, plus our ``doc``
+    extension key (the service's docstring) when it has one."""
     stream_set = frozenset(streams)
-    return {
-        "name": name,
-        "methods": {
-            method_name: method_entry(method, streams=method_name in stream_set)
-            for method_name, method in methods.items()
-            if not method_name.startswith("_")
-        },
+    answer: dict[str, Any] = {"name": name}
+    if doc:
+        answer["doc"] = doc
+    answer["methods"] = {
+        method_name: method_entry(method, streams=method_name in stream_set)
+        for method_name, method in methods.items()
+        if not method_name.startswith("_")
     }
+    return answer
 
 
 def _wire_default(value: Any) -> Any:

@@ -8,6 +8,7 @@ name does not start with ``_`` and is not one of the reference Server's own name
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -44,6 +45,15 @@ def service_name(obj: object) -> str:
     return name if isinstance(name, str) else type(obj).__name__
 
 
+def service_doc(obj: object) -> str | None:
+    """The exposed object's own docstring, else its class's (never ``object``'s)."""
+    if isinstance(obj, Mapping):
+        return None
+    # A module or a class documents itself; an instance is documented by its class.
+    doc = obj.__doc__ if isinstance(obj, (type, types.ModuleType)) else type(obj).__doc__
+    return inspect.cleandoc(doc) if isinstance(doc, str) and doc.strip() else None
+
+
 def public_methods(obj: object) -> dict[str, Callable[..., Any]]:
     if isinstance(obj, Mapping):
         return {str(k): v for k, v in obj.items() if callable(v)}
@@ -67,6 +77,7 @@ class Service:
         self.name = name if name is not None else service_name(obj)
         self.methods = public_methods(obj)
         self.streams = frozenset(n for n, m in self.methods.items() if is_stream(m))
+        self.doc = service_doc(obj)
         self._builtins: dict[str, Callable[..., Any]] = {
             "_zerorpc_list": self._list,
             "_zerorpc_name": self._name,
@@ -101,4 +112,4 @@ class Service:
         return _introspect.method_args(self.methods[method])
 
     def _inspect(self) -> dict[str, Any]:
-        return _introspect.describe(self.name, self.methods, self.streams)
+        return _introspect.describe(self.name, self.methods, self.streams, self.doc)

@@ -270,6 +270,7 @@ NO_GETARGSPEC: Final = ("AttributeError", "module 'inspect' has no attribute 'ge
 # Our ``describe()`` of a 0.6.3 server: the _zerorpc_list + _zerorpc_help fallback.
 DESCRIBE_FALLBACK: Final[dict[str, Any]] = {
     "name": SERVICE_NAME,
+    "doc": None,
     "methods": {
         name: {"args": None, "doc": METHOD_DOCS[name], "stream": None} for name in METHOD_NAMES
     },
@@ -286,7 +287,7 @@ def as_063_inspect(answer: dict[str, Any]) -> dict[str, Any]:
         if args is not None:
             args = [{k: arg[k] for k in ("name", "default") if k in arg} for arg in args]
         methods[name] = {"args": args, "doc": entry["doc"]}
-    return {"name": answer["name"], "methods": methods}
+    return {"name": answer["name"], "methods": methods}  # no "doc": our extension key
 
 
 # -- child processes ------------------------------------------------------------------
