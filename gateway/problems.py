@@ -98,8 +98,9 @@ class Problem(Exception):
 
 
 def not_found(detail: str, service: str | None = None, method: str | None = None) -> Problem:
-    extra = {} if service is None else {"rpc": {"service": service, "method": method}}
-    return Problem(404, detail, code=UNIMPLEMENTED, **extra)
+    if service is None:
+        return Problem(404, detail, code=UNIMPLEMENTED)
+    return Problem(404, detail, code=UNIMPLEMENTED, rpc={"service": service, "method": method})
 
 
 def method_not_allowed(allowed: Sequence[str]) -> Problem:
