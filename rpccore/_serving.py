@@ -6,8 +6,8 @@ task), how it is cancelled, and how a handler waiting for stream credit is woken
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, Final, Generic, TypeVar
 
 from ._codec import Frames
 from ._dispatch import resolve
@@ -21,6 +21,16 @@ from ._sockets import bind as bind_socket
 from ._sockets import connect as connect_socket
 
 H = TypeVar("H")
+
+
+STREAM_DONE: Final = object()  # what next_item returns at the end of a stream
+
+
+def next_item(iterator: Iterator[Any]) -> Any:
+    """The next item of a stream, or STREAM_DONE. Never raises StopIteration: run in a
+    thread pool, that would travel through gevent's and asyncio's futures, which do not
+    carry it well (gevent prints a traceback for it)."""
+    return next(iterator, STREAM_DONE)
 
 
 class ServerPump(Pump, Generic[H]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -13,17 +13,10 @@ import zmq.asyncio
 
 from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
-from .._serving import ServerPump
+from .._serving import STREAM_DONE, ServerPump, next_item
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
 from ._peer import LoopHost, aio_socket, run_method
-
-_DONE = object()
-
-
-def _advance(iterator: Iterator[Any]) -> Any:
-    return next(iterator, _DONE)
-
 
 _IN_MEMORY = (list, tuple, range, dict, set, frozenset, str, bytes)
 
@@ -150,8 +143,8 @@ class Server(ServerPump["asyncio.Task[None]"]):
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         while True:
-            item = await loop.run_in_executor(self._executor, context.run, _advance, iterator)
-            if item is _DONE:
+            item = await loop.run_in_executor(self._executor, context.run, next_item, iterator)
+            if item is STREAM_DONE:
                 return
             yield item
 

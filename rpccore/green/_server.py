@@ -14,7 +14,7 @@ import zmq
 from .._errors import LostRemote
 from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
-from .._serving import ServerPump
+from .._serving import STREAM_DONE, ServerPump, next_item
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
 from ._peer import HubHost, green_socket, run_method
@@ -118,17 +118,19 @@ class Server(ServerPump[gevent.Greenlet]):
     def _stream(self, cid: ServerChannelId, result: Any) -> None:
         conn = self._server
         iterator = iter(result)
-        advance: Callable[[], Any] = iterator.__next__
+
+        def advance() -> Any:
+            return next_item(iterator)
+
         if self._threads is not None:
             pool, context = self._threads, contextvars.copy_context()
 
             def advance() -> Any:
-                return pool.apply(context.run, (iterator.__next__,))
+                return pool.apply(context.run, (next_item, iterator))
 
         while True:
-            try:
-                item = advance()
-            except StopIteration:
+            item = advance()
+            if item is STREAM_DONE:
                 break
             if not self._wait_credit(cid) or not conn.send_stream_item(cid, item):
                 return
