@@ -1,9 +1,10 @@
 """The ``zerogate`` command line.
 
-Commands so far: ``zerogate demo`` (an rpccore demo server on loopback that prints how to
-call it), ``zerogate rpc`` (the zerorpc command line, ``rpc_command``) and ``zerogate hub``
-(the load-balancing hub, ``hub``). The gateway, token and other commands of DESIGN.md arrive
-with their issues.
+Commands so far: ``zerogate demo`` (demo services and the gateway in front of them, ``demo``),
+``zerogate serve`` (the gateway from a config file, ``serve``), ``zerogate rpc`` (the zerorpc
+command line, ``rpc_command``) and ``zerogate hub`` (the load-balancing hub, ``hub``). The
+token and other commands of DESIGN.md arrive with their issues. Each command imports its
+runtime when it runs, so ``zerogate --help`` stays fast and never imports gevent.
 """
 
 from __future__ import annotations
@@ -11,51 +12,31 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-DEMO_HOST = "127.0.0.1"
-DEMO_PORT = 4242
+DEMO_PORT = 8080
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import signal
+    from .demo import run_demo
 
-    import gevent
+    return run_demo(args.port)
 
-    from rpccore.green import Server
 
-    from .demo import Calc
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeOptions, serve
 
-    endpoint = f"tcp://{args.host}:{args.port}"
-    # threaded: the demo's slow() really blocks, and heartbeats must keep flowing meanwhile.
-    server = Server(Calc(), name="calc", threaded=True)
-    try:
-        server.bind(endpoint)
-    except Exception as exc:
-        print(f"zerogate demo: cannot bind {endpoint}: {exc}", file=sys.stderr)
-        return 2
-    gevent.signal_handler(signal.SIGINT, server.stop)
-    gevent.signal_handler(signal.SIGTERM, server.stop)
-    python = sys.executable
-    print(
-        f"zerogate demo: serving the 'calc' service (rpccore, gevent driver) on {endpoint}\n"
-        "\n"
-        "Call it from Python on gevent:\n"
-        f'  {python} -c "from rpccore.green import Client; '
-        f"print(Client('{endpoint}').add(1, 2))\"\n"
-        "Or on asyncio:\n"
-        f'  {python} -c "import asyncio; from rpccore.aio import Client; '
-        f"print(asyncio.run(Client('{endpoint}').call('greet', 'pycon')))\"\n"
-        "A stream:\n"
-        f'  {python} -c "from rpccore.green import Client; '
-        f"print(list(Client('{endpoint}').count(5)))\"\n"
-        "\n"
-        "Methods: add, greet, midpoint, count (stream), divide (raises on 0), slow.\n"
-        "Ctrl-C stops.",
-        flush=True,
+    return serve(
+        ServeOptions(
+            config_path=args.config,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
     )
-    server.run()
-    print("zerogate demo: stopped", file=sys.stderr)
-    return 0
 
 
 def _rpc(args: argparse.Namespace) -> int:
@@ -73,10 +54,18 @@ def _hub(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zerogate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="serve the demo RPC service on loopback")
-    demo.add_argument("--host", default=DEMO_HOST, help=f"address to bind (default {DEMO_HOST})")
-    demo.add_argument("--port", type=int, default=DEMO_PORT, help=f"port (default {DEMO_PORT})")
+    demo = commands.add_parser(
+        "demo",
+        help="demo services on loopback with the gateway in front; prints what to try",
+        description="Start two demo RPC services (one on gevent, one on asyncio) on loopback "
+        "and the gateway in front of them on 127.0.0.1:PORT, then print URLs and curl lines "
+        "to try. Ctrl-C stops everything.",
+    )
+    demo.add_argument(
+        "--port", type=_port, default=DEMO_PORT, help=f"the gateway's port (default {DEMO_PORT})"
+    )
     demo.set_defaults(handler=_demo)
+    _add_serve(commands)
     # gateway.rpc_command parses these itself (options anywhere, like zerorpc's tool); here
     # an unused prefix char only collects them, so `zerogate --help` never imports gevent.
     rpc = commands.add_parser(
@@ -101,6 +90,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hub.set_defaults(handler=_hub)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway from a config file",
+        description="Run the gateway (uvicorn) from a config file. SIGTERM lets requests in "
+        "flight finish for gateway.shutdown_grace seconds, then exits. Access lines (JSON) "
+        "go to stdout, other logs to stderr.",
+    )
+    add_config_option(serve)
+    serve.add_argument("--host", help="address to listen on (default: gateway.host)")
+    serve.add_argument(
+        "--port", type=_port, help="port to listen on, 0 for any free one (default: gateway.port)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (default 1)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="level of the stderr logs (access lines are always written); default info",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="believe X-Forwarded-For/-Proto only from these comma-separated proxy addresses "
+        "('*': any); default: the headers are ignored",
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``-c FILE``, as every command reading the gateway config spells it."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the config file (default: $ZEROGATE_CONFIG, else zerogate.yaml here)",
+    )
+
+
+def _port(text: str) -> int:
+    port = _integer(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text}")
+    return port
+
+
+def _positive(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return number
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

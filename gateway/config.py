@@ -30,7 +30,16 @@ import yaml
 import rpccore
 from rpccore._naming import ENDPOINT_FORMS, is_endpoint
 
-from ._yaml import MalformedYaml, Problems, Section, compose, describe, line_of, one_of
+from ._yaml import (
+    MalformedYaml,
+    Problems,
+    Section,
+    _as_number,
+    compose,
+    describe,
+    line_of,
+    one_of,
+)
 
 ENV_VAR: Final = "ZEROGATE_CONFIG"
 DEFAULT_FILE: Final = "zerogate.yaml"
@@ -38,6 +47,7 @@ DEFAULT_FILE: Final = "zerogate.yaml"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
 DEFAULT_MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+DEFAULT_SHUTDOWN_GRACE: Final = 10.0  # seconds SIGTERM leaves in-flight requests to finish
 DEFAULT_TIMEOUT: Final = rpccore.DEFAULT_TIMEOUT  # 30 s
 DEFAULT_HEARTBEAT: Final = rpccore.DEFAULT_HEARTBEAT  # 5 s, as zerorpc
 DEFAULT_REFRESH: Final = 30.0
@@ -126,6 +136,7 @@ class GatewaySettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger bodies get 413
     expose_tracebacks: bool = False
     cors: CorsConfig = field(default_factory=CorsConfig)
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE  # seconds SIGTERM waits for in-flight requests
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,7 +272,7 @@ def parse_config(text: str, source_name: str = "<string>", base_dir: Path | None
 
 
 _TOP: Final = ("gateway", "services", "routes", "auth", "rate_limit", "tracing")
-_GATEWAY: Final = ("host", "port", "max_body_bytes", "expose_tracebacks", "cors")
+_GATEWAY: Final = ("host", "port", "max_body_bytes", "expose_tracebacks", "cors", "shutdown_grace")
 _SERVICE: Final = ("endpoints", "timeout", "heartbeat", "methods", "safe", "errors", "refresh")
 _ROUTE: Final = {  # each required
     "method": one_of([method.value for method in HttpMethod]),
@@ -291,6 +302,9 @@ def _gateway(section: Section) -> GatewaySettings:
             allow_origins=cors.strings(
                 "allow_origins", (), _origin, "an origin (* or http[s]://host[:port])"
             )
+        ),
+        shutdown_grace=section.get(
+            "shutdown_grace", DEFAULT_SHUTDOWN_GRACE, _grace, "a number of seconds >= 0"
         ),
     )
 
@@ -394,6 +408,12 @@ def _tracing(section: Section) -> TracingConfig:
         store=section.string("store", _MEMORY, _state_store, _A_STORE),
         ttl=section.integer("ttl", DEFAULT_TRACE_TTL, 1),
     )
+
+
+def _grace(node: yaml.Node) -> float | None:
+    # Unlike timeouts, 0 makes sense here: stop at once, cancelling what is in flight.
+    seconds = _as_number(node)
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 # Each reads one string value, or refuses it with None.

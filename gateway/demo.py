@@ -1,42 +1,284 @@
-"""The demo service that ``zerogate demo`` serves: typed methods with docstrings, a
-stream, a method that raises and a slow one, so every feature has something to show."""
+"""``zerogate demo``: two demo services on loopback, the gateway in front of them, and what
+to try, printed.
+
+    zerogate demo [--port 8080]
+
+The services (``gateway.demo_backends``) run in child processes of their own, ``calc`` on the
+gevent driver and ``inventory`` on the asyncio driver; each binds a free loopback port and
+tells us which. The gateway runs here under uvicorn on ``127.0.0.1:PORT``, from the embedded
+config ``DEMO_CONFIG``. Once it answers, a banner lists the URLs to open and curl lines to
+paste (the same lines the tests run).
+
+Ctrl-C or SIGTERM stops the gateway (requests in flight get ``shutdown_grace``), then each
+child by its PID. The children run in their own session, so a terminal's Ctrl-C reaches only
+us and the order holds; a child that dies early stops the demo with a message (exit 1). A
+port in use is one line and exit 2.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from typing import TypedDict
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from string import Template
+from typing import IO, Final
+
+import uvicorn
+
+from .app import create_app
+from .config import Config, parse_config
+from .serve import StopSignals, bind_error, listen, uvicorn_config
+
+DEMO_HOST: Final = "127.0.0.1"
+START_TIMEOUT: Final = 30.0  # seconds a backend has to bind and say where
+STOP_TIMEOUT: Final = 5.0  # seconds a backend has to exit after SIGTERM, before SIGKILL
+WATCH_PERIOD: Final = 0.2  # seconds between checks on the children
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+# $calc and $inventory are the endpoints the backends report; the rest is what the banner
+# promises: GET for inventory's get_*/list_*, KeyError as 404, three REST routes.
+DEMO_CONFIG: Final = Template(
+    """\
+gateway:
+  host: $host
+  port: $port
+  shutdown_grace: 2
+services:
+  calc:
+    endpoints: [$calc]
+    timeout: 10
+  inventory:
+    endpoints: [$inventory]
+    timeout: 10
+    safe: ["get_*", "list_*"]
+    errors: {KeyError: 404, ValueError: 400}
+routes:
+  - {method: GET,  path: "/items",               call: inventory.list_items}
+  - {method: GET,  path: "/items/{sku}",         call: inventory.get_item}
+  - {method: POST, path: "/items/{sku}/reserve", call: inventory.reserve}
+"""
+)
 
 
-class Point(TypedDict):
-    x: float
-    y: float
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    name: str
+    driver: str
+    methods: str
 
 
-class Calc:
-    """A small calculator, to try rpccore and the gateway with."""
+BACKENDS: Final = (
+    BackendSpec(
+        "calc",
+        "rpccore.green (gevent)",
+        "add, greet, midpoint, count (stream), divide (raises), slow",
+    ),
+    BackendSpec(
+        "inventory",
+        "rpccore.aio (asyncio)",
+        "list_items, get_item (KeyError: 404), reserve, watch (stream), audit (slow)",
+    ),
+)
 
-    def add(self, a: int, b: int) -> int:
-        """Add two integers."""
-        return a + b
 
-    def greet(self, name: str, greeting: str = "Hello") -> str:
-        """Build a greeting for ``name``."""
-        return f"{greeting}, {name}!"
+class DemoError(Exception):
+    """The demo cannot go on; the message says why."""
 
-    def midpoint(self, a: Point, b: Point) -> Point:
-        """The point halfway between two points."""
-        return {"x": (a["x"] + b["x"]) / 2, "y": (a["y"] + b["y"]) / 2}
 
-    def count(self, n: int) -> Iterator[int]:
-        """Stream the integers from 0 to n - 1."""
-        yield from range(n)
+class BackendProcess:
+    """One backend child: started, asked for its endpoint, stopped by its PID."""
 
-    def divide(self, a: float, b: float) -> float:
-        """Divide a by b; raises ZeroDivisionError when b is 0."""
-        return a / b
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+        self.endpoint: str | None = None
+        # Its own session: a terminal's Ctrl-C reaches the demo only, which stops the
+        # gateway first. Its stdin is a lifeline: it exits when the demo is gone.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.demo_backends", spec.name, "--until-stdin-closes"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
 
-    def slow(self, seconds: float = 1.0) -> float:
-        """Wait for ``seconds``, then return it."""
-        time.sleep(seconds)
-        return seconds
+    def __repr__(self) -> str:
+        return f"<BackendProcess {self.spec.name} pid={self.process.pid} {self.endpoint}>"
+
+    def wait_endpoint(self, timeout: float) -> str:
+        """The endpoint the child printed once bound; ``DemoError`` if it did not in time."""
+        out = self.process.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], timeout)
+        line = out.readline().decode(errors="replace").strip() if ready else ""
+        out.close()  # it prints nothing else
+        if not line.startswith("tcp://"):
+            self.stop()
+            raise DemoError(f"the {self.spec.name} backend did not start: {self._state()}")
+        self.endpoint = line
+        return line
+
+    def exit_message(self) -> str | None:
+        """Why the child is gone, or None while it runs."""
+        if self.process.poll() is None:
+            return None
+        return f"the {self.spec.name} backend (pid {self.process.pid}) stopped: {self._state()}"
+
+    def stop(self) -> None:
+        """SIGTERM to its PID, then SIGKILL if it has not exited in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        _close(self.process.stdin)
+        _close(self.process.stdout)
+
+    def _state(self) -> str:
+        code = self.process.poll()
+        if code is None:
+            return "no endpoint announced"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+
+def _close(pipe: IO[bytes] | None) -> None:
+    if pipe is not None and not pipe.closed:
+        pipe.close()
+
+
+def demo_config(port: int, endpoints: dict[str, str]) -> Config:
+    text = DEMO_CONFIG.substitute(host=DEMO_HOST, port=port, **endpoints)
+    return parse_config(text, "<zerogate demo config>")
+
+
+def try_lines(base: str) -> list[str]:
+    """The curl lines of the banner, each with what it shows as a shell comment."""
+    json = "-H 'content-type: application/json'"
+    return [
+        f"curl -s {json} -d '[1, 2]' {base}/rpc/calc/add   # a JSON array: positional args",
+        f"""curl -s {json} -d '{{"name": "PyCon"}}' {base}/rpc/calc/greet   # an object: named""",
+        f"curl -s '{base}/rpc/inventory/list_items?category=fruit'   # GET: a safe method",
+        f"curl -s {base}/items/apple   # a REST route (routes: in the config)",
+        f"curl -sN {json} -d '[5, 0.2]' {base}/rpc/calc/count   # a stream, as NDJSON",
+        f"curl -sN -H 'accept: text/event-stream' {json} -d '{{\"sku\": \"apple\"}}' "
+        f"{base}/rpc/inventory/watch   # a stream, as server-sent events",
+        f"curl -s {base}/items/unicorn   # an error: KeyError mapped to 404, problem+json",
+    ]
+
+
+def banner(base: str, backends: list[BackendProcess]) -> str:
+    width = max(len(backend.spec.name) for backend in backends)
+    services = [
+        f"  {b.spec.name:<{width}}  {b.spec.driver:<23} {b.endpoint}  {b.spec.methods}"
+        for b in backends
+    ]
+    return "\n".join(
+        [
+            f"zerogate demo: the gateway is on {base}, in front of these services:",
+            *services,
+            "REST routes: GET /items, GET /items/{sku}, POST /items/{sku}/reserve",
+            "",
+            f"  {base}/rpc        the catalog: services, methods, arguments, docs",
+            f"  {base}/metrics    Prometheus metrics",
+            f"  {base}/healthz    liveness",
+            "",
+            "Try:",
+            *(f"  {line}" for line in try_lines(base)),
+            "",
+            "Access log lines (JSON) follow. Ctrl-C stops.",
+        ]
+    )
+
+
+class Watcher:
+    """In a thread while uvicorn runs: prints the banner once the gateway serves, and stops
+    the gateway if a backend dies."""
+
+    def __init__(self, server: uvicorn.Server, backends: list[BackendProcess], text: str) -> None:
+        self.server = server
+        self.backends = backends
+        self.text = text
+        self.failure: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="zerogate demo watcher")
+
+    def __repr__(self) -> str:
+        return f"<Watcher failure={self.failure!r}>"
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        shown = False
+        while not self._done.wait(WATCH_PERIOD):
+            for backend in self.backends:
+                if (message := backend.exit_message()) is not None:
+                    self.failure = message
+                    self.server.should_exit = True  # uvicorn checks it every 0.1 s
+                    return
+            if not shown and self.server.started:
+                print(self.text, flush=True)
+                shown = True
+
+
+def run_demo(port: int) -> int:
+    """Run the demo until SIGINT or SIGTERM; the exit status."""
+    stop = StopSignals()
+    stop.install()
+    try:
+        sock = listen(DEMO_HOST, port)
+    except OSError as exc:
+        print(
+            f"zerogate demo: {bind_error(DEMO_HOST, port, exc)} (try another --port)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    backends: list[BackendProcess] = []
+    with sock:
+        try:
+            return _run(sock, backends, stop)
+        except DemoError as exc:
+            print(f"zerogate demo: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            for backend in backends:
+                backend.stop()
+
+
+def _run(sock: socket.socket, backends: list[BackendProcess], stop: StopSignals) -> int:
+    port = sock.getsockname()[1]
+    backends.extend(BackendProcess(spec) for spec in BACKENDS)
+    endpoints = {b.spec.name: b.wait_endpoint(START_TIMEOUT) for b in backends}
+    config = demo_config(port, endpoints)
+    if stop.requested.is_set():
+        return EXIT_OK
+    server = uvicorn.Server(
+        uvicorn_config(
+            create_app(config),
+            host=DEMO_HOST,
+            port=port,
+            shutdown_grace=config.gateway.shutdown_grace,
+            log_level="warning",  # the banner says what uvicorn's startup lines would
+        )
+    )
+    with Watcher(server, backends, banner(f"http://{DEMO_HOST}:{port}", backends)) as watcher:
+        server.run(sockets=[sock])
+    if watcher.failure is not None:
+        print(f"zerogate demo: {watcher.failure}", file=sys.stderr)
+        return EXIT_FAILED
+    print("zerogate demo: stopped", file=sys.stderr)
+    return EXIT_OK

@@ -234,6 +234,23 @@ class ServicePool:
         state.in_flight -= 1
         return result
 
+    async def describe(self, timeout: float) -> dict[str, Any]:
+        """Describe the service (``Client.describe``) through the best up endpoint, within
+        ``timeout`` seconds. Raises like ``call`` does, ``TimeoutExpired`` included."""
+        backend = self._pick()
+        state = backend.state
+        state.in_flight += 1
+        try:
+            async with asyncio.timeout(timeout):
+                return await backend.client.describe()
+        except TimeoutError:
+            raise TimeoutExpired(f"describing {self.service.name} took over {timeout} s") from None
+        except BaseException as exc:
+            self._failed(backend, exc)
+            raise
+        finally:
+            state.in_flight -= 1
+
     def _pick(self) -> _Backend:
         if not self._opened or self._closed:
             raise NoBackendAvailable(

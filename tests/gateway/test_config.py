@@ -119,6 +119,7 @@ def test_the_defaults_are_design_md_values() -> None:
             max_body_bytes=10485760,
             expose_tracebacks=False,
             cors=CorsConfig(allow_origins=()),
+            shutdown_grace=10.0,
         ),
         services={},
         routes=(),
@@ -183,6 +184,9 @@ CALC = "services:\n  calc:\n    endpoints: inproc://calc\n"
         ("gateway: {port: 0x1f90}", getter("gateway", "port"), 8080),
         ("gateway: {host: '::'}", getter("gateway", "host"), "::"),
         ("gateway: {expose_tracebacks: true}", getter("gateway", "expose_tracebacks"), True),
+        ("gateway: {shutdown_grace: 0}", getter("gateway", "shutdown_grace"), 0.0),
+        ("gateway: {shutdown_grace: 2.5}", getter("gateway", "shutdown_grace"), 2.5),
+        ("gateway: {shutdown_grace: 30}", getter("gateway", "shutdown_grace"), 30.0),
         (
             "gateway: {cors: {allow_origins: ['*', 'https://app.example:8443']}}",
             getter("gateway", "cors", "allow_origins"),
@@ -257,7 +261,7 @@ PROBLEMS = [
     (
         "gateway:\n  tls: true\n",
         "line 2: gateway.tls: unknown key "
-        "(known keys: host, port, max_body_bytes, expose_tracebacks, cors)",
+        "(known keys: host, port, max_body_bytes, expose_tracebacks, cors, shutdown_grace)",
     ),
     ("gateway:\n  port: 1\n  port: 2\n", "line 3: gateway.port: given twice (first on line 2)"),
     (
@@ -305,6 +309,13 @@ PROBLEMS = [
     (
         "gateway: {expose_tracebacks: 1}\n",
         "line 1: gateway.expose_tracebacks: expected true or false, got 1",
+    ),
+    *(
+        (
+            f"gateway:\n  shutdown_grace: {grace}\n",
+            f"line 2: gateway.shutdown_grace: expected a number of seconds >= 0, got {shown}",
+        )
+        for grace, shown in [("-1", "-1"), ("soon", "'soon'"), (".inf", ".inf"), ("", "null")]
     ),
     (
         "gateway:\n  cors:\n    allow_origins: ['https://app.example/']\n",

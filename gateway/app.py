@@ -1,0 +1,204 @@
+"""The gateway's ASGI app: ``create_app(config)`` (DESIGN.md, "HTTP API").
+
+    /rpc/{service}/{method}   POST (GET too for safe methods)  -> endpoints.RpcEndpoints
+    /rpc, /rpc/{service}      GET catalogs
+    /jsonrpc                  POST, JSON-RPC 2.0
+    routes: of the config     REST paths onto methods
+    /healthz /readyz /metrics operations
+
+The lifespan opens one pool per service (one rpccore.aio socket per endpoint) and describes
+every service; shutting down closes them. Every answer, the router's own 404 and 405
+included, goes through ``observe.Observed`` (trace headers, metrics, access log), and every
+error is a problem document.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .config import Config
+from .endpoints import RpcEndpoints
+from .metrics import Metrics
+from .observe import Observed, request_info
+from .payloads import JSON, ResultFormat, encode_result
+from .problems import INTERNAL, Problem, not_found, unavailable
+from .registry import Registry
+from .responses import problem_response
+
+log = logging.getLogger("zerogate.gateway")
+
+_RPC_PREFIX: Final = "/rpc/"
+
+
+class Gateway:
+    """The app's state: the config, the registry of services and the metrics."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = Registry(config)
+        self.metrics = Metrics(
+            lambda: [entry.pool.snapshot() for entry in self.registry.services.values()]
+        )
+        self.endpoints = RpcEndpoints(self.registry, config.gateway)
+
+    def __repr__(self) -> str:
+        return f"<Gateway {self.registry!r}>"
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.registry.open()
+        try:
+            yield
+        finally:
+            await self.registry.close()
+
+    def routes(self) -> list[BaseRoute]:
+        endpoints = self.endpoints
+        rest = [
+            Route(route.path, endpoints.route(route), methods=[route.method.value])
+            for route in self.config.routes
+        ]
+        return [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_page, methods=["GET"]),
+            Route("/rpc", self.catalog, methods=["GET"]),
+            Route("/rpc/{service}", self.service_catalog, methods=["GET"]),
+            Route("/jsonrpc", endpoints.jsonrpc, methods=["POST"]),
+            *rest,
+        ]
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        services = {
+            name: {
+                "ready": entry.pool.ready,
+                "described": entry.description is not None,
+                "endpoints": entry.pool.snapshot()["endpoints"],
+            }
+            for name, entry in self.registry.services.items()
+        }
+        if self.registry.ready:
+            return _json({"ready": True, "services": services})
+        down = [name for name, state in services.items() if not state["ready"]]
+        retry = min((e.config.heartbeat for e in self.registry.services.values()), default=1)
+        problem = unavailable(
+            f"no live endpoint for {', '.join(down)}", retry, ready=False, services=services
+        )
+        return problem_response(problem, request_info(request.scope))
+
+    async def metrics_page(self, request: Request) -> Response:
+        body, content_type = self.metrics.render(request.headers.get("accept"))
+        return Response(body, 200, None, content_type)
+
+    async def catalog(self, request: Request) -> Response:
+        return _json(self.registry.catalog())
+
+    async def service_catalog(self, request: Request) -> Response:
+        info = request_info(request.scope)
+        try:
+            entry = self.registry.get(request.path_params["service"])
+        except Problem as problem:
+            return problem_response(problem, info)
+        info.service = entry.name
+        return _json(entry.catalog())
+
+
+def _json(value: Any) -> Response:
+    return Response(encode_result(value, ResultFormat.JSON), 200, None, JSON)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The router's own errors (no route: 404; wrong verb: 405 with Allow) as problems."""
+    assert isinstance(exc, HTTPException)
+    info = request_info(request.scope)
+    if exc.status_code == 404:
+        problem = not_found(f"no route for {request.url.path[:200]}")
+    else:
+        problem = Problem(exc.status_code, exc.detail, headers=exc.headers)
+    return problem_response(problem, info)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """A bug: a 500 problem without internals (Observed logs it with the trace id)."""
+    return _server_error_response(request.scope)
+
+
+def _server_error_response(scope: Scope) -> Response:
+    problem = Problem(500, "the gateway failed to handle this request", code=INTERNAL)
+    return problem_response(problem, request_info(scope))
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point (uvicorn ``--root-path``), as routes see it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
+class FrontDoor:
+    """Sends ``/rpc/{service}/{method}``, every verb, straight to its endpoint (the hot
+    path: no router, no Request object); everything else goes to the Starlette app."""
+
+    def __init__(self, app: ASGIApp, endpoints: RpcEndpoints) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            if path.startswith(_RPC_PREFIX):
+                service, slash, method = path[len(_RPC_PREFIX) :].partition("/")
+                if service and method and slash and "/" not in method:
+                    try:
+                        await self.endpoints.rpc(scope, receive, send, service, method)
+                    except Exception:
+                        if request_info(scope).status == 0:  # nothing sent yet: answer 500
+                            await _server_error_response(scope)(scope, receive, send)
+                        raise  # Observed logs it with the trace id
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(config: Config) -> Starlette:
+    """The ASGI app for ``config``; run it under uvicorn (``zerogate serve``)."""
+    gateway = Gateway(config)
+    app = Starlette(
+        routes=gateway.routes(),
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=gateway.lifespan,
+    )
+    # A trailing slash is another path, not a redirect: an API client would re-send a POST.
+    router = app.router
+    assert isinstance(router, Router)
+    router.redirect_slashes = False
+    app.state.gateway = gateway
+    inner: ASGIApp = FrontDoor(app.build_middleware_stack(), gateway.endpoints)
+    origins = config.gateway.cors.allow_origins
+    if origins:
+        inner = CORSMiddleware(
+            inner,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["X-Trace-Id", "traceparent", "Retry-After"],
+        )
+    app.middleware_stack = Observed(inner, gateway.metrics)
+    return app

@@ -1,0 +1,130 @@
+"""The outermost ASGI layer: trace context, response headers, metrics and the access log.
+
+Every HTTP request gets a span: it continues an incoming W3C ``traceparent`` (our span is a
+child of the caller's) or starts a new trace. The span is made current
+(``rpccore.current_trace``) so every RPC call the request makes carries the trace id in its
+header, and every response carries ``X-Trace-Id`` and our ``traceparent``. When the request
+ends, one ``zerogate_requests_total`` sample and one JSON access-log line record it.
+
+Endpoints tell this layer what the request resolved to through ``RequestInfo`` (found in
+``scope["zerogate"]``): the service and method once they are known to be exposed (never raw
+user input, so metrics labels stay bounded) and the problem code of an error answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rpccore import TraceContext, current_trace
+
+from .metrics import Metrics
+
+access_log = logging.getLogger("zerogate.access")
+log = logging.getLogger("zerogate.gateway")
+
+SCOPE_KEY: Final = "zerogate"
+CLIENT_CLOSED: Final = 499  # nginx's convention: the client went away before the answer
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    trace: TraceContext
+    started: float  # time.perf_counter()
+    service: str | None = None  # set once the request resolved to an exposed method
+    method: str | None = None
+    status: int = 0  # the status sent, CLIENT_CLOSED if none could be
+    code: str | None = None  # the problem code of an error answer (or of a failed stream)
+    body_bytes: int = 0
+
+
+def request_info(scope: Scope) -> RequestInfo:
+    info: RequestInfo = scope[SCOPE_KEY]
+    return info
+
+
+def incoming_trace(scope: Scope) -> TraceContext:
+    """A child of the caller's ``traceparent`` span, or a new root."""
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            parent = TraceContext.from_traceparent(value.decode("latin-1"))
+            if parent is not None:
+                return parent.child()
+            break
+    return TraceContext.new_root()
+
+
+class Observed:
+    """Wraps the app: trace context, trace headers, metrics and the access log."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace = incoming_trace(scope)
+        info = RequestInfo(trace, time.perf_counter())
+        scope[SCOPE_KEY] = info
+        trace_headers = [
+            (b"x-trace-id", trace.trace_id.encode()),
+            (b"traceparent", trace.traceparent.encode()),
+        ]
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                info.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *trace_headers]
+            elif message["type"] == "http.response.body":
+                info.body_bytes += len(message.get("body", b""))
+            await send(message)
+
+        token = current_trace.set(trace)
+        try:
+            await self.app(scope, receive, send_with_trace)
+        except Exception:
+            # Starlette has already answered 500 (our handler writes the problem document);
+            # log it here once, with the trace id, instead of letting uvicorn log it again.
+            log.exception("unhandled error (trace_id %s)", trace.trace_id)
+        finally:
+            current_trace.reset(token)
+            self._record(scope, info)
+
+    def _record(self, scope: Scope, info: RequestInfo) -> None:
+        seconds = time.perf_counter() - info.started
+        status = info.status or CLIENT_CLOSED
+        self.metrics.observe(info.service, info.method, status, seconds, info.code)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(access_line(scope, info, status, seconds))
+
+
+def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) -> str:
+    """One JSON object per request: what happened, for whom, how long it took.
+
+    Written by hand rather than with json.dumps: it runs once per request, and only the
+    path (user input) needs escaping; every other field is a number or a fixed form."""
+    client = scope.get("client")
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    line = (
+        f'{{"time":"{stamp}.{int(now % 1 * 1000):03d}Z",'
+        f'"client":{_quoted(client[0]) if client else "null"},'
+        f'"method":{_quoted(scope["method"])},"path":{_quoted(scope["path"])},'
+        f'"status":{status},"duration_ms":{seconds * 1000:.3f},"bytes":{info.body_bytes},'
+        f'"trace_id":"{info.trace.trace_id}"'
+    )
+    if info.service is not None:
+        line += f',"rpc":{_quoted(f"{info.service}.{info.method}")}'
+    if info.code is not None:
+        line += f',"code":{_quoted(info.code)}'
+    return line + "}"
+
+
+_quoted = json.JSONEncoder().encode  # a str as an ASCII-only JSON string
