@@ -29,7 +29,7 @@ from ._heartbeat import DEFAULT_HEARTBEAT
 from ._naming import NamingError
 from ._server import ServerConnection
 from ._service import stream
-from ._trace import TraceContext, current_trace
+from ._trace import TraceContext, call_metadata, current_trace
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -55,6 +55,7 @@ __all__ = [
     "StreamItem",
     "TimeoutExpired",
     "TraceContext",
+    "call_metadata",
     "current_trace",
     "stream",
 ]

@@ -142,7 +142,8 @@ class ClientConnection:
         cid = new_message_id()
         head: dict[str, Any] = {"message_id": cid, "v": PROTOCOL_VERSION}
         if header:
-            head.update(header)
+            for key, value in header.items():
+                head.setdefault(key, value)  # a caller's keys never replace the protocol's
         payload = self._encoder.encode(head, method, list(args))
         hb = None
         if self.heartbeat is not None:

@@ -80,8 +80,17 @@ class TraceContext:
 
 current_trace: ContextVar[TraceContext | None] = ContextVar("rpccore_trace", default=None)
 
+# Extra header keys for every call made in this context (the gateway names the caller's API
+# token here: its id and name, never the credential). Protocol and trace keys always win.
+call_metadata: ContextVar[Mapping[str, Any] | None] = ContextVar("rpccore_metadata", default=None)
 
-def outgoing_trace_header() -> dict[str, str] | None:
-    """Header keys for a call made now: a child of the current span, if there is one."""
+
+def outgoing_trace_header() -> dict[str, Any] | None:
+    """Header keys for a call made now: a child of the current span, if there is one, and
+    the context's call metadata."""
     ctx = current_trace.get()
-    return None if ctx is None else ctx.child().to_header()
+    header = None if ctx is None else ctx.child().to_header()
+    metadata = call_metadata.get()
+    if metadata:
+        header = {**metadata, **header} if header else dict(metadata)
+    return header

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from vectors import load
 
-from rpccore import TraceContext, current_trace
+from rpccore import TraceContext, call_metadata, current_trace
 from rpccore._trace import outgoing_trace_header
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -170,3 +170,42 @@ def test_trace_contexts_are_immutable_values() -> None:
     assert hash(ctx) == hash(TraceContext(TRACE, SPAN))
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.span_id = PARENT  # type: ignore[misc]
+
+
+def test_call_metadata_joins_the_header_and_never_replaces_trace_keys() -> None:
+    def outgoing() -> dict[str, Any] | None:
+        call_metadata.set({"zerogate_token_id": "tok_1", "trace_id": "f" * 32})
+        return outgoing_trace_header()
+
+    assert contextvars.copy_context().run(outgoing) == {
+        "zerogate_token_id": "tok_1",
+        "trace_id": "f" * 32,
+    }
+
+    root = TraceContext.new_root()
+
+    def traced() -> dict[str, Any] | None:
+        current_trace.set(root)
+        call_metadata.set({"zerogate_token_id": "tok_1", "trace_id": "f" * 32})
+        return outgoing_trace_header()
+
+    header = contextvars.copy_context().run(traced)
+    assert header is not None
+    assert header["trace_id"] == root.trace_id
+    assert header["zerogate_token_id"] == "tok_1"
+
+
+def test_metadata_never_replaces_the_protocol_keys() -> None:
+    from rpccore import ClientConnection
+    from rpccore._codec import decode, split_frames
+
+    client = ClientConnection()
+    cid = client.start_call(
+        "add", [1, 2], now=0.0, header={"message_id": b"x" * 32, "v": 1, "caller": "me"}
+    )
+    frames = client.data_to_send()
+    _, payload = split_frames(frames[0])
+    event = decode(payload)
+    assert event.header["message_id"] == cid
+    assert event.header["v"] == 3
+    assert event.header["caller"] == "me"
