@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .access_log import AccessLog, LoggingAccessLog
 from .config import Config
 from .endpoints import RpcEndpoints
 from .metrics import Metrics
@@ -44,8 +46,9 @@ _RPC_PREFIX: Final = "/rpc/"
 class Gateway:
     """The app's state: the config, the registry of services and the metrics."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, access_log: AccessLog) -> None:
         self.config = config
+        self.access_log = access_log
         self.registry = Registry(config)
         self.metrics = Metrics(
             lambda: [entry.pool.snapshot() for entry in self.registry.services.values()]
@@ -62,6 +65,7 @@ class Gateway:
             yield
         finally:
             await self.registry.close()
+            self.access_log.flush()
 
     def routes(self) -> list[BaseRoute]:
         endpoints = self.endpoints
@@ -144,13 +148,23 @@ def _server_error_response(scope: Scope) -> Response:
     return problem_response(problem, request_info(scope))
 
 
-def _route_path(scope: Scope) -> str:
-    """The path below the app's mount point (uvicorn ``--root-path``), as routes see it."""
-    path: str = scope["path"]
+def _rpc_target(scope: Scope) -> tuple[str, str] | None:
+    """(service, method) when the path is ``/rpc/{service}/{method}``, read from the raw
+    path: ``/rpc/a%2Fb/c`` is the service ``a/b`` (a 404), never ``/rpc/a/b/c``, so a proxy
+    rule on paths cannot be dodged with encoded slashes."""
+    raw: bytes | None = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw is not None else scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return path[len(root) :] or "/"
-    return path
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        path = path[len(root) :]
+    if not path.startswith(_RPC_PREFIX):
+        return None
+    service, slash, method = path[len(_RPC_PREFIX) :].partition("/")
+    if not (service and slash and method) or "/" in method:
+        return None
+    if "%" in path:
+        service, method = unquote(service), unquote(method)
+    return service, method
 
 
 class FrontDoor:
@@ -162,24 +176,22 @@ class FrontDoor:
         self.endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = _route_path(scope)
-            if path.startswith(_RPC_PREFIX):
-                service, slash, method = path[len(_RPC_PREFIX) :].partition("/")
-                if service and method and slash and "/" not in method:
-                    try:
-                        await self.endpoints.rpc(scope, receive, send, service, method)
-                    except Exception:
-                        if request_info(scope).status == 0:  # nothing sent yet: answer 500
-                            await _server_error_response(scope)(scope, receive, send)
-                        raise  # Observed logs it with the trace id
-                    return
-        await self.app(scope, receive, send)
+        target = _rpc_target(scope) if scope["type"] == "http" else None
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.endpoints.rpc(scope, receive, send, *target)
+        except Exception:
+            if request_info(scope).status == 0:  # nothing sent yet: answer 500
+                await _server_error_response(scope)(scope, receive, send)
+            raise  # Observed logs it with the trace id
 
 
-def create_app(config: Config) -> Starlette:
-    """The ASGI app for ``config``; run it under uvicorn (``zerogate serve``)."""
-    gateway = Gateway(config)
+def create_app(config: Config, *, access_log: AccessLog | None = None) -> Starlette:
+    """The ASGI app for ``config``; run it under uvicorn (``zerogate serve``). Access-log
+    lines go to ``access_log`` (default: the ``zerogate.access`` logger)."""
+    gateway = Gateway(config, access_log or LoggingAccessLog())
     app = Starlette(
         routes=gateway.routes(),
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
@@ -200,5 +212,5 @@ def create_app(config: Config) -> Starlette:
             allow_headers=["*"],
             expose_headers=["X-Trace-Id", "traceparent", "Retry-After"],
         )
-    app.middleware_stack = Observed(inner, gateway.metrics)
+    app.middleware_stack = Observed(inner, gateway.metrics, gateway.access_log)
     return app

@@ -5,11 +5,10 @@ backend through the service's pool and answers with the result, a stream or a pr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -18,7 +17,7 @@ from rpccore import RPCError
 
 from .args import args_for_route, args_from_body
 from .config import GatewaySettings, RouteConfig
-from .http_io import TIMEOUT_HEADER, read_body, requested_timeout, until_disconnect
+from .http_io import TIMEOUT_HEADER, DisconnectWatch, read_body, requested_timeout
 from .jsonrpc import handle_jsonrpc, parse_error_response
 from .observe import CLIENT_CLOSED, RequestInfo, request_info
 from .payloads import (
@@ -43,6 +42,25 @@ _READ_VERBS: Final = frozenset({"GET", "HEAD"})
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
+_WANTED: Final = {
+    b"content-type": "content-type",
+    b"content-length": "content-length",
+    b"accept": "accept",
+    b"x-timeout-ms": TIMEOUT_HEADER,
+}
+
+
+def wanted_headers(scope: Scope) -> dict[str, str]:
+    """The few request headers a call needs, in one pass (ASGI names are lowercase)."""
+    found: dict[str, str] = {}
+    wanted = _WANTED
+    for name, value in scope["headers"]:
+        key = wanted.get(name)
+        if key is not None:
+            found[key] = value.decode("latin-1")
+    return found
+
+
 def _closed() -> Response:
     """What a request whose client went away 'answers': nothing will read it."""
     return Response(b"", CLIENT_CLOSED)
@@ -52,6 +70,7 @@ class RpcEndpoints:
     def __init__(self, registry: Registry, settings: GatewaySettings) -> None:
         self.registry = registry
         self.settings = settings
+        self.watch = DisconnectWatch()
 
     # -- the shared path --------------------------------------------------------------
 
@@ -72,7 +91,7 @@ class RpcEndpoints:
     ) -> Any:
         entry = self.registry.services[target.service]
         try:
-            return await until_disconnect(
+            return await self.watch.until_disconnect(
                 entry.pool.call(target.name, args, timeout=timeout), receive
             )
         except RPCError as exc:
@@ -95,7 +114,7 @@ class RpcEndpoints:
             )
         return result_response(result, negotiate(accept))
 
-    async def _body(self, receive: Receive, headers: Headers) -> Any:
+    async def _body(self, receive: Receive, headers: Mapping[str, str]) -> Any:
         data = await read_body(receive, headers.get("content-length"), self.settings.max_body_bytes)
         return decode_body(data, headers.get("content-type"))
 
@@ -107,7 +126,7 @@ class RpcEndpoints:
         """The canonical call path, on plain ASGI: it is the hot path, so it skips the
         router and the Request object (``app.FrontDoor`` routes here)."""
         info = request_info(scope)
-        headers = Headers(scope=scope)
+        headers = wanted_headers(scope)
         try:
             target = await self._resolve(service, method, info)
             verb = scope["method"]

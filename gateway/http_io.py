@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
@@ -15,7 +15,7 @@ from .problems import Problem, invalid_argument
 T = TypeVar("T")
 
 TIMEOUT_HEADER: Final = "x-timeout-ms"
-WATCH_AFTER: Final = 0.02  # seconds a call runs before the client is watched for leaving
+WATCH_AFTER: Final = 0.02  # seconds a call runs before its client is watched for leaving
 
 
 async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
@@ -67,41 +67,68 @@ def requested_timeout(text: str | None) -> float | None:
     return int(text) / 1000
 
 
-async def until_disconnect(call: Awaitable[T], receive: Receive) -> T:
-    """Await ``call``; if the client disconnects first, cancel it and raise
-    ``ClientDisconnect`` (the backend call is abandoned, so nothing stays behind).
+class _Watched:
+    __slots__ = ("gone", "receive", "since", "task", "watcher")
 
-    Call it only once the body has been read: then the next ASGI message is the
-    disconnect. Most calls end within milliseconds, so the watcher (a task reading that
-    message) starts only after WATCH_AFTER seconds; it cancels the request's own task
-    rather than running the call in a second task."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    watcher: asyncio.Task[None] | None = None
-    gone = False
+    def __init__(self, task: asyncio.Task[Any], receive: Receive, since: float) -> None:
+        self.task, self.receive, self.since = task, receive, since
+        self.watcher: asyncio.Task[None] | None = None
+        self.gone = False
 
-    async def watch() -> None:
-        nonlocal gone
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                gone = True
-                task.cancel()
-                return
 
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = loop.create_task(watch())
+class DisconnectWatch:
+    """Awaits calls while watching their HTTP clients for leaving.
 
-    timer = loop.call_later(WATCH_AFTER, start_watching)
-    try:
-        return await call
-    except asyncio.CancelledError:
-        if gone and task.uncancel() == 0:
-            raise ClientDisconnect() from None
-        raise
-    finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
+    A client that goes away shows up as an ``http.disconnect`` message from ``receive()``,
+    which someone must be awaiting. Most calls end within milliseconds, so instead of a
+    watcher task per request, one sweep every WATCH_AFTER seconds starts watchers only for
+    the calls that have run longer than that (a dict entry is all a quick call costs)."""
+
+    def __init__(self, period: float = WATCH_AFTER) -> None:
+        self.period = period
+        self._calls: dict[asyncio.Task[Any], _Watched] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<DisconnectWatch calls={len(self._calls)}>"
+
+    async def until_disconnect(self, call: Awaitable[T], receive: Receive) -> T:
+        """Await ``call``; if the client disconnects first, cancel it and raise
+        ``ClientDisconnect`` (the backend call is abandoned, so nothing stays behind).
+        Only once the body has been read: then the next ASGI message is the disconnect."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        watched = self._calls[task] = _Watched(task, receive, loop.time())
+        if self._sweep is None:
+            self._sweep = loop.call_later(self.period, self._sweep_calls)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if watched.gone and task.uncancel() == 0:
+                raise ClientDisconnect() from None
+            raise
+        finally:
+            del self._calls[task]
+            if watched.watcher is not None:
+                watched.watcher.cancel()
+
+    def _sweep_calls(self) -> None:
+        self._sweep = None
+        if not self._calls:
+            return
+        loop = asyncio.get_running_loop()
+        older = loop.time() - self.period
+        for watched in self._calls.values():
+            if watched.watcher is None and watched.since <= older:
+                watched.watcher = loop.create_task(_watch(watched))
+        self._sweep = loop.call_later(self.period, self._sweep_calls)
+
+
+async def _watch(watched: _Watched) -> None:
+    while True:
+        message = await watched.receive()
+        if message["type"] == "http.disconnect":
+            watched.gone = True
+            watched.task.cancel()
+            return

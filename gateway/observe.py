@@ -23,9 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rpccore import TraceContext, current_trace
 
+from .access_log import AccessLog
 from .metrics import Metrics
 
-access_log = logging.getLogger("zerogate.access")
 log = logging.getLogger("zerogate.gateway")
 
 SCOPE_KEY: Final = "zerogate"
@@ -62,9 +62,10 @@ def incoming_trace(scope: Scope) -> TraceContext:
 class Observed:
     """Wraps the app: trace context, trace headers, metrics and the access log."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,8 +102,7 @@ class Observed:
         seconds = time.perf_counter() - info.started
         status = info.status or CLIENT_CLOSED
         self.metrics.observe(info.service, info.method, status, seconds, info.code)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(access_line(scope, info, status, seconds))
+        self.access_log.write(access_line(scope, info, status, seconds))
 
 
 def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) -> str:

@@ -12,8 +12,9 @@ factory ``app_from_environment`` reads the file ``$ZEROGATE_CONFIG`` names, whic
 sets to the absolute path of the file it checked (so ``uvicorn --factory
 gateway.serve:app_from_environment`` works the same way).
 
-Logging: the app writes one JSON access line per request on the ``zerogate.access`` logger;
-those go to stdout, one per line and nothing else around them, ready for a log shipper.
+Logging: the app writes one JSON access line per request to stdout, one per line and nothing
+else around them, ready for a log shipper (``access_log.StreamAccessLog``: batched writes, not
+a LogRecord per request).
 Everything else (uvicorn's messages, the gateway's warnings) goes to stderr, readable.
 
 SIGTERM (or Ctrl-C) stops accepting connections, lets requests in flight finish for up to
@@ -39,8 +40,10 @@ from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from .access_log import StreamAccessLog
 from .app import create_app
 from .config import ENV_VAR, Config, ConfigError, default_config_path, load_config
+from .http_protocol import uvicorn_http
 
 APP_FACTORY: Final = "gateway.serve:app_from_environment"
 ACCESS_LOGGER: Final = "zerogate.access"
@@ -67,7 +70,7 @@ class ServeOptions:
 def app_from_environment() -> Starlette:
     """The app of one worker process, from the config file ``$ZEROGATE_CONFIG`` names (else
     ``zerogate.yaml``): uvicorn calls it in each worker (``factory=True``)."""
-    return create_app(load_config(default_config_path()))
+    return create_app(load_config(default_config_path()), access_log=StreamAccessLog(sys.stdout))
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -122,7 +125,7 @@ def uvicorn_config(
         factory=isinstance(app, str),
         workers=workers,
         loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
+        **uvicorn_http(),  # httptools when installed, with a bound on request heads
         lifespan="on",  # the lifespan opens the backend pools: failing there must stop us
         access_log=False,
         log_config=logging_config(log_level),
@@ -228,7 +231,7 @@ def serve(options: ServeOptions) -> int:
 
 def _app(config: Config, workers: int) -> Starlette | str:
     if workers == 1:
-        return create_app(config)
+        return create_app(config, access_log=StreamAccessLog(sys.stdout))
     # Each worker process builds its own app from the file, found through the environment.
     assert config.source is not None  # it was read from a file
     os.environ[ENV_VAR] = str(config.source.absolute())

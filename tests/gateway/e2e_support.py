@@ -25,6 +25,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.http_protocol import uvicorn_http
 
 HERE: Final = Path(__file__).resolve().parent
 BACKENDS: Final = HERE / "backends.py"
@@ -111,6 +112,7 @@ class Gateway:
             "log_level": "warning",
             "access_log": False,
             "lifespan": "on",
+            **uvicorn_http(),  # what zerogate serve runs
         }
         options.update(uvicorn_options)
         self.server = uvicorn.Server(uvicorn.Config(self.app, **options))
@@ -186,7 +188,6 @@ def wait_until(check: Callable[[], str | None], timeout: float, what: str) -> fl
     start = time.monotonic()
     while True:
         complaint = check()
-        if complaint is not None and os.environ.get("DBG"): print("DBG", round(time.monotonic() - start, 2), complaint[:600])
         if complaint is None:
             return time.monotonic() - start
         if time.monotonic() - start > timeout:

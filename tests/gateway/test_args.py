@@ -487,3 +487,27 @@ def test_arity_is_checked_exactly(names: list[str], data: Any) -> None:
             args_from_body(entry, list(range(count)), service="s", method="m")
         problems = len(caught.value.extra["errors"])
         assert problems == (required - count if count < required else count - len(names))
+
+
+@given(names=names_st, data=st.data())
+def test_the_fast_path_of_objects_agrees_with_the_general_one(names: list[str], data: Any) -> None:
+    required = data.draw(st.integers(0, len(names)))
+    entry = {
+        "args": [
+            {"name": n} if i < required else {"name": n, "default": -i} for i, n in enumerate(names)
+        ],
+        "varargs": data.draw(st.sampled_from([None, "rest"])),
+    }
+    keys = st.sampled_from([*names, "rest", "zz"])
+    body = data.draw(st.dictionaries(keys, st.integers() | st.lists(st.integers(), max_size=2)))
+    named: dict[str, tuple[Any, Any]] = {name: ("body", value) for name, value in body.items()}
+
+    def outcome(run: Any) -> Any:
+        try:
+            return run()
+        except Problem as problem:
+            return problem.document()
+
+    fast = outcome(lambda: args_from_body(entry, body, service="s", method="m"))
+    general = outcome(lambda: args_from_named(entry, named, service="s", method="m"))
+    assert fast == general

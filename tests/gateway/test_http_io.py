@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from starlette.requests import ClientDisconnect
 
-from gateway import http_io
-from gateway.http_io import read_body, requested_timeout, until_disconnect
+from gateway.http_io import DisconnectWatch, read_body, requested_timeout
 from gateway.problems import Problem
 
 Message = dict[str, Any]
@@ -85,20 +84,22 @@ def test_bad_timeout_headers_are_400(header: str) -> None:
     assert caught.value.extra["errors"][0]["loc"] == ["header", "X-Timeout-Ms"]
 
 
-def test_a_fast_call_never_starts_the_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fast_call_never_starts_a_watcher() -> None:
     receive = scripted()
+    watch = DisconnectWatch(period=0.01)
 
     async def main() -> int:
-        return await until_disconnect(asyncio.sleep(0, 7), receive)
+        value = await watch.until_disconnect(asyncio.sleep(0, 7), receive)
+        await asyncio.sleep(0.05)  # a sweep runs, finds nothing and stops
+        return value
 
     assert asyncio.run(main()) == 7
     assert receive.calls["n"] == 0
+    assert watch._sweep is None
 
 
-def test_a_disconnect_cancels_the_call_and_raises_client_disconnect(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(http_io, "WATCH_AFTER", 0.01)
+def test_a_disconnect_cancels_the_call_and_raises_client_disconnect() -> None:
+    watch = DisconnectWatch(period=0.01)
     cancelled = asyncio.Event()
 
     async def leave() -> Message:
@@ -115,28 +116,40 @@ def test_a_disconnect_cancels_the_call_and_raises_client_disconnect(
     async def main() -> None:
         before = len(asyncio.all_tasks())
         with pytest.raises(ClientDisconnect):
-            await until_disconnect(slow_call(), scripted(then=leave))
+            await watch.until_disconnect(slow_call(), scripted(then=leave))
         assert cancelled.is_set()
         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
         await asyncio.sleep(0)  # the task is usable afterwards
         assert len(asyncio.all_tasks()) == before  # no watcher left behind
+        assert watch._calls == {}
 
     asyncio.run(asyncio.wait_for(main(), 5))
 
 
-def test_an_outside_cancellation_is_not_mistaken_for_a_disconnect(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(http_io, "WATCH_AFTER", 0.01)
+def test_an_outside_cancellation_is_not_mistaken_for_a_disconnect() -> None:
+    watch = DisconnectWatch(period=0.01)
 
     async def main() -> None:
         before = len(asyncio.all_tasks())
-        task = asyncio.create_task(until_disconnect(asyncio.sleep(10), scripted()))
-        await asyncio.sleep(0.05)
+        task = asyncio.create_task(watch.until_disconnect(asyncio.sleep(10), scripted()))
+        await asyncio.sleep(0.05)  # long enough for a watcher to start
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.sleep(0)
         assert len(asyncio.all_tasks()) == before
+        assert watch._calls == {}
 
     asyncio.run(asyncio.wait_for(main(), 5))
+
+
+def test_many_calls_share_one_sweep() -> None:
+    watch = DisconnectWatch(period=0.01)
+
+    async def main() -> list[int]:
+        calls = [watch.until_disconnect(asyncio.sleep(0.03, i), scripted()) for i in range(50)]
+        results = await asyncio.gather(*calls)
+        return list(results)
+
+    assert asyncio.run(main()) == list(range(50))
+    assert watch._calls == {}
