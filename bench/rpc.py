@@ -70,21 +70,34 @@ import argparse
 import contextlib
 import json
 import os
-import queue
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-ROOT: Final = Path(__file__).resolve().parent.parent
+from _common import (
+    ROOT,
+    Child,
+    ChildError,
+    RssSampler,
+    choose_cpus,
+    cpu_seconds,
+    die_with_parent,
+    emit,
+    fmt,
+    fmt_ratio,
+    median,
+    proc_status,
+    reset_peak,
+    stop_all,
+)
+
 BIND: Final = "tcp://127.0.0.1:*"
 
 MIB: Final = 1024 * 1024
@@ -133,11 +146,6 @@ STALL: Final = 5.0
 # =====================================================================================
 
 
-def emit(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
 def ready_message(**extra: Any) -> dict[str, Any]:
     loaded = {m.split(".")[0] for m in sys.modules}
     return {
@@ -149,16 +157,6 @@ def ready_message(**extra: Any) -> dict[str, Any]:
         "rpccore": getattr(sys.modules.get("rpccore"), "__file__", None),
         **extra,
     }
-
-
-def die_with_parent(parent: int) -> None:
-    """Ask the kernel to SIGTERM us when the parent dies, so nothing is left behind."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl
-        os._exit(1)
 
 
 def start_profile(tag: str) -> Callable[[], None] | None:
@@ -679,101 +677,6 @@ def child_main(role: str, impl: str, cpu: int | None, endpoint: str | None) -> N
 # =====================================================================================
 
 
-class ChildError(Exception):
-    pass
-
-
-CHILDREN: list[Child] = []
-
-
-class Child:
-    """One child process, spoken to with JSON lines on its stdin and stdout."""
-
-    def __init__(self, name: str, argv: list[str], logs: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.log_path = logs / f"{name}-{len(CHILDREN)}.log"
-        self._log: IO[bytes] = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env=env,
-            cwd=ROOT,
-        )
-        CHILDREN.append(self)
-        self._lines: queue.Queue[bytes | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def recv(self, timeout: float) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise ChildError(f"{self.name} did not answer within {timeout:.0f}s") from None
-        if line is None:
-            self.proc.wait(timeout=5)
-            raise ChildError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-    def request(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            raise ChildError(f"{self.name} is gone: {self.log_tail()}") from None
-        answer = self.recv(timeout)
-        if not answer.get("ok"):
-            raise ChildError(f"{self.name}: {answer.get('error')}")
-        return answer
-
-    def log_tail(self, lines: int = 8) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no stderr)"
-
-    def stop(self) -> None:
-        """Terminate by PID (SIGTERM, then SIGKILL) and reap. A client is first told to
-        quit by closing its stdin (so a profiled client writes its profile)."""
-        if self.name.startswith("client") and self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=2)
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        self._log.close()
-        if self in CHILDREN:
-            CHILDREN.remove(self)
-
-
-def stop_all() -> None:
-    for child in list(CHILDREN):
-        child.stop()
-
-
 @dataclass
 class Setup:
     duration: float
@@ -802,7 +705,7 @@ def spawn(setup: Setup, role: str, impl: str, endpoint: str | None = None) -> Ch
         argv += ["--cpu", str(cpu)]
     if endpoint is not None:
         argv += ["--endpoint", endpoint]
-    return Child(f"{role}-{impl}", argv, setup.logs, setup.env)
+    return Child(f"{role}-{impl}", argv, setup.logs, setup.env, quit_on_eof=role == "client")
 
 
 RPCCORE: set[str] = set()  # where the children imported rpccore from
@@ -856,58 +759,6 @@ def timed_request(
 
 
 # -- memory ---------------------------------------------------------------------------
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of a process, in MiB."""
-    out = {}
-    with Path(f"/proc/{pid}/status").open() as status:
-        for line in status:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0]) / 1024
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of all the threads of a process (zmq's I/O threads included), in seconds."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
-
-
-def reset_peak(pid: int) -> bool:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # 5: reset VmHWM to VmRSS
-    except OSError:
-        return False
-    return True
-
-
-class RssSampler(threading.Thread):
-    """Samples the VmRSS of some processes every ``period`` seconds; keeps the maximum."""
-
-    def __init__(self, pids: Sequence[int], period: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.period = list(pids), period
-        self.peak = dict.fromkeys(self.pids, 0.0)
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            for pid in self.pids:
-                with contextlib.suppress(OSError):
-                    self.peak[pid] = max(self.peak[pid], proc_status(pid)["VmRSS"])
-            self.samples += 1
-            self._stop_event.wait(self.period)
-
-    def finish(self) -> dict[int, float]:
-        self._stop_event.set()
-        self.join()
-        return self.peak
 
 
 def measure_mem(setup: Setup, pair: Pair) -> dict[str, Any]:
@@ -1016,26 +867,11 @@ def run_round(setup: Setup, metrics: Sequence[str], number: int) -> tuple[Values
 # -- reporting ------------------------------------------------------------------------
 
 
-def fmt(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
 def ratio(values: dict[str, float | None], key: str) -> float | None:
     ours, theirs = values.get(key), values.get("zerorpc")
     if ours is None or not theirs:
         return None
     return ours / theirs
-
-
-def median(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def print_round(number: int, total: int, values: Values) -> None:
@@ -1166,14 +1002,6 @@ def print_profiles(directory: Path) -> None:
         print(f"\n== {path} (top 15 by own time)")
         stats = pstats.Stats(str(path))
         stats.sort_stats("tottime").print_stats(15)
-
-
-def choose_cpus() -> tuple[int | None, int | None]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        print("warning: fewer than 2 CPUs: not pinning", file=sys.stderr)
-        return None, None
-    return cpus[0], cpus[1]
 
 
 def parent_main(args: argparse.Namespace) -> int:
