@@ -28,8 +28,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from openapi.cache import DocumentCache
+from openapi.pages import docs_routes
+
 from .access_log import AccessLog, LoggingAccessLog
-from .config import Config
+from .config import AuthMode, Config
 from .endpoints import RpcEndpoints
 from .metrics import Metrics
 from .observe import Observed, request_info
@@ -54,6 +57,7 @@ class Gateway:
             lambda: [entry.pool.snapshot() for entry in self.registry.services.values()]
         )
         self.endpoints = RpcEndpoints(self.registry, config.gateway)
+        self.document = DocumentCache.for_registry(self.registry, config)
 
     def __repr__(self) -> str:
         return f"<Gateway {self.registry!r}>"
@@ -80,8 +84,14 @@ class Gateway:
             Route("/rpc", self.catalog, methods=["GET"]),
             Route("/rpc/{service}", self.service_catalog, methods=["GET"]),
             Route("/jsonrpc", endpoints.jsonrpc, methods=["POST"]),
+            *docs_routes(self.openapi_document, auth_on=self.config.auth.mode is AuthMode.TOKEN),
             *rest,
         ]
+
+    def openapi_document(self) -> tuple[bytes, str]:
+        """The OpenAPI document (JSON) and its ETag, rebuilt when a description changes."""
+        rendered = self.document.get()
+        return rendered.body, rendered.etag
 
     # -- operations ---------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """The ``zerogate`` command line.
 
-Commands so far: ``zerogate demo`` (demo services and the gateway in front of them, ``demo``),
+Commands: ``zerogate demo`` (demo services and the gateway in front of them, ``demo``),
 ``zerogate serve`` (the gateway from a config file, ``serve``), ``zerogate rpc`` (the zerorpc
-command line, ``rpc_command``) and ``zerogate hub`` (the load-balancing hub, ``hub``). The
-token and other commands of DESIGN.md arrive with their issues. Each command imports its
-runtime when it runs, so ``zerogate --help`` stays fast and never imports gevent.
+command line, ``rpc_command``), ``zerogate hub`` (the load-balancing hub, ``hub``),
+``zerogate token`` (API tokens, ``token_command``) and ``zerogate openapi`` (the OpenAPI
+document, ``openapi_command``). Each command imports its runtime when it runs, so
+``zerogate --help`` stays fast and never imports gevent.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def _hub(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _token(args: argparse.Namespace) -> int:
+    from .token_command import main as token_main
+
+    return token_main(args.token_args)
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from .openapi_command import main as openapi_main
+
+    return openapi_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zerogate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,6 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat", type=float, default=None, help="heartbeat period in seconds (default 5)"
     )
     hub.set_defaults(handler=_hub)
+    # gateway.token_command parses these itself (its --help too), as rpc_command does, so
+    # that only a `zerogate token` that runs imports the token stores.
+    token = commands.add_parser(
+        "token",
+        help="create, list, revoke and rotate API tokens",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    token.add_argument("token_args", nargs=argparse.REMAINDER)
+    token.set_defaults(handler=_token)
+    openapi = commands.add_parser(
+        "openapi",
+        help="print the OpenAPI document of the configured services",
+        description="Describe every service of the config, as the gateway does, and print the "
+        "OpenAPI 3.1 document: JSON, or YAML with --yaml. Exits 1 when a service could not be "
+        "described (the document lists it as unavailable), 2 when the config cannot be used.",
+    )
+    add_config_option(openapi)
+    openapi.add_argument("--yaml", action="store_true", help="print YAML instead of JSON")
+    openapi.set_defaults(handler=_openapi)
     return parser
 
 

@@ -2,9 +2,10 @@
 
 httptools accepts headers of any size, and gathers a long header value by concatenating its
 pieces, so one connection sending a header of a few hundred MiB costs that much memory and
-minutes of CPU. This protocol counts the bytes of each request head as they arrive and, once a head is still
-unfinished past ``MAX_HEAD_BYTES`` (a body in the same read does not count), answers 431 (a problem document) and closes the connection without
-parsing further. Without httptools, uvicorn's h11 protocol is used with the same bound.
+minutes of CPU. This protocol counts the bytes of each request head as they arrive; once a
+head is still unfinished past ``MAX_HEAD_BYTES`` (a body in the same read does not count), it
+answers 431 (a problem document) and closes the connection without parsing further. Without
+httptools, uvicorn's h11 protocol is used with the same bound.
 """
 
 from __future__ import annotations

@@ -92,8 +92,9 @@ def public_args(entry: Mapping[str, Any]) -> list[dict[str, Any]] | None:
 class ServiceEntry:
     """One configured service: its pool, its current description and how to refresh it."""
 
-    def __init__(self, service: ServiceConfig) -> None:
+    def __init__(self, service: ServiceConfig, changed: Callable[[], None] | None = None) -> None:
         self.config = service
+        self._changed = changed  # called after the description changes, however it was fetched
         self.pool = ServicePool(service)
         self.description: Description | None = None
         self.described_at: float | None = None  # time.monotonic() of the last description
@@ -135,6 +136,8 @@ class ServiceEntry:
                 len(description.methods),
                 description.introspection,
             )
+            if self._changed is not None:
+                self._changed()
         return description
 
     async def method(self, name: str) -> MethodInfo:
@@ -196,7 +199,7 @@ class Registry:
 
     def __init__(self, config: Config) -> None:
         self.services: dict[str, ServiceEntry] = {
-            name: ServiceEntry(service) for name, service in config.services.items()
+            name: ServiceEntry(service, self._notify) for name, service in config.services.items()
         }
         self._refreshers: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[], None]] = []
@@ -222,7 +225,7 @@ class Registry:
         start the periodic refresh."""
         for entry in self.services.values():
             await entry.pool.open()
-        await asyncio.gather(*(self._refresh(entry) for entry in self.services.values()))
+        await asyncio.gather(*(entry.describe() for entry in self.services.values()))
         self._refreshers = [
             asyncio.create_task(self._refresh_loop(entry), name=f"zerogate.refresh {name}")
             for name, entry in self.services.items()
@@ -244,17 +247,14 @@ class Registry:
     def catalog(self) -> dict[str, Any]:
         return {"services": {name: entry.catalog() for name, entry in self.services.items()}}
 
-    async def _refresh(self, entry: ServiceEntry) -> None:
-        before = entry.description
-        await entry.describe()
-        if entry.description != before:
-            for listener in self._listeners:
-                listener()
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     async def _refresh_loop(self, entry: ServiceEntry) -> None:
         while True:
             await asyncio.sleep(entry.config.refresh)
-            await self._refresh(entry)
+            await entry.describe()
 
 
 def call_problem(
