@@ -28,6 +28,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from auth.gate import scoped_catalog, scoped_service
+from auth.wiring import Door
 from openapi.cache import DocumentCache
 from openapi.pages import docs_routes
 
@@ -52,6 +54,7 @@ class Gateway:
     def __init__(self, config: Config, access_log: AccessLog) -> None:
         self.config = config
         self.access_log = access_log
+        self.door = Door.from_config(config) if config.auth.mode is AuthMode.TOKEN else None
         self.registry = Registry(config)
         self.metrics = Metrics(
             lambda: [entry.pool.snapshot() for entry in self.registry.services.values()]
@@ -69,6 +72,8 @@ class Gateway:
             yield
         finally:
             await self.registry.close()
+            if self.door is not None:
+                await self.door.aclose()
             self.access_log.flush()
 
     def routes(self) -> list[BaseRoute]:
@@ -121,7 +126,7 @@ class Gateway:
         return Response(body, 200, None, content_type)
 
     async def catalog(self, request: Request) -> Response:
-        return _json(self.registry.catalog())
+        return _json(scoped_catalog(self.registry.catalog(), request_info(request.scope)))
 
     async def service_catalog(self, request: Request) -> Response:
         info = request_info(request.scope)
@@ -130,7 +135,7 @@ class Gateway:
         except Problem as problem:
             return problem_response(problem, info)
         info.service = entry.name
-        return _json(entry.catalog())
+        return _json(scoped_service(entry.name, entry.catalog(), info))
 
 
 def _json(value: Any) -> Response:
@@ -213,6 +218,8 @@ def create_app(config: Config, *, access_log: AccessLog | None = None) -> Starle
     router.redirect_slashes = False
     app.state.gateway = gateway
     inner: ASGIApp = FrontDoor(app.build_middleware_stack(), gateway.endpoints)
+    if gateway.door is not None:
+        inner = gateway.door.gate(inner)
     origins = config.gateway.cors.allow_origins
     if origins:
         inner = CORSMiddleware(

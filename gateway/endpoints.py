@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from auth.gate import authorize
 from rpccore import RPCError
 
 from .args import args_for_route, args_from_body
@@ -75,6 +76,9 @@ class RpcEndpoints:
     # -- the shared path --------------------------------------------------------------
 
     async def _resolve(self, service: str, method: str, info: RequestInfo) -> MethodInfo:
+        # The scope check comes first: a token that may not call a method learns nothing
+        # about whether it exists.
+        authorize(info, service, method)
         entry = self.registry.get(service)
         info.service = entry.name  # a known service: metrics may name it
         target = await entry.method(method)
@@ -208,6 +212,7 @@ class RpcEndpoints:
             timeout = requested_timeout(headers.get(TIMEOUT_HEADER))
 
             async def call(service: str, method: str, params: Any) -> Any:
+                authorize(info, service, method)
                 target = await self.registry.method(service, method)
                 args = args_from_body(target.entry, params, service=service, method=method)
                 result = await self._call(target, args, timeout, request.receive, info)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +25,9 @@ from rpccore import TraceContext, current_trace
 
 from .access_log import AccessLog
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from auth.verify import TokenInfo
 
 log = logging.getLogger("zerogate.gateway")
 
@@ -41,6 +44,8 @@ class RequestInfo:
     status: int = 0  # the status sent, CLIENT_CLOSED if none could be
     code: str | None = None  # the problem code of an error answer (or of a failed stream)
     body_bytes: int = 0
+    token: TokenInfo | None = None  # the caller's API token, when auth is on
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # e.g. RateLimit-*
 
 
 def request_info(scope: Scope) -> RequestInfo:
@@ -82,7 +87,11 @@ class Observed:
         async def send_with_trace(message: Message) -> None:
             if message["type"] == "http.response.start":
                 info.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *trace_headers]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *trace_headers,
+                    *info.response_headers,
+                ]
             elif message["type"] == "http.response.body":
                 info.body_bytes += len(message.get("body", b""))
             await send(message)

@@ -212,8 +212,14 @@ def serve(options: ServeOptions) -> int:
         print(f"zerogate serve: {bind_error(host, port, exc)}", file=sys.stderr)
         return EXIT_USAGE
     with sock:
+        try:
+            app = _app(config, options.workers)
+        except ConfigError as exc:  # e.g. auth on and the secret missing
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EXIT_USAGE
         settings = uvicorn_config(
-            _app(config, options.workers),
+            app,
             host=host,
             port=sock.getsockname()[1],
             shutdown_grace=config.gateway.shutdown_grace,

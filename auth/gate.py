@@ -1,0 +1,257 @@
+"""The door: authentication and rate limits for every HTTP request (DESIGN.md, "HTTP API").
+
+``AuthGate`` is a plain ASGI layer in front of the gateway's routes. A request to a public
+path (``auth.public``, and the docs pages when ``auth.docs`` is ``public``) passes as is.
+Any other request must carry ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``
+(never a query-string token); RFC 6750 says how each refusal is answered:
+
+    no credentials                    401  WWW-Authenticate: Bearer realm="zerogate"
+    malformed, unknown, revoked, ...  401  ... error="invalid_token"
+    two different credentials         400  ... error="invalid_request"
+    over the token's rate             429  Retry-After, RateLimit-*
+    too many failures from an address 429  Retry-After
+    the token store cannot answer     503  Retry-After
+
+Every answer to a token-bearing request carries ``RateLimit-Limit``, ``-Remaining`` and
+``-Reset``. A request that passes gets its ``TokenInfo`` in ``RequestInfo.token``: scopes
+are checked later, against the RPC target the request resolves to (``authorize``), never
+against the raw path; and the token's id and name ride in every RPC header it causes
+(``rpccore.call_metadata``), the credential never does. One warning line per refused
+request names the reason, the token's display prefix, the address and the trace id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.config import AuthConfig, DocsAccess
+from gateway.observe import RequestInfo, request_info
+from gateway.problems import PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAUTHENTICATED, Problem
+from gateway.responses import problem_response
+from rpccore import call_metadata
+
+from .ratelimit import RateLimiter, address_key, token_key
+from .store import StoreError
+from .tokens import display_prefix
+from .verify import TokenRejected, TokenVerifier
+
+log = logging.getLogger("zerogate.auth")
+
+REALM: Final = 'Bearer realm="zerogate"'
+# Pages that hold no data: public even when the document itself needs a token (a browser
+# cannot send a bearer header when it opens a page).
+DOCS_PAGES: Final = ("/docs", "/docs/assets/")
+DOCS_DATA: Final = ("/openapi.json", "/redoc")
+# Failed authentications allowed per client address: a burst, then this rate.
+FAILURE_RATE: Final = 1.0  # per second
+FAILURE_BURST: Final = 20
+METADATA_ID: Final = "zerogate_token_id"
+METADATA_NAME: Final = "zerogate_token_name"
+
+
+def public_paths(config: AuthConfig) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(exact paths, path prefixes) open without a token."""
+    exact = set(config.public)
+    prefixes: list[str] = []
+    exact.add(DOCS_PAGES[0])
+    prefixes.append(DOCS_PAGES[1])
+    if config.docs is DocsAccess.PUBLIC:
+        exact.update(DOCS_DATA)
+    return frozenset(exact), tuple(prefixes)
+
+
+def _route_path(scope: Scope) -> str:
+    """The raw path below the mount point: what a public path is compared with. Raw, so
+    that no encoding (``/%68ealthz``) turns a protected path into a public one or back."""
+    raw: bytes | None = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw is not None else scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        path = path[len(root) :]
+    return path
+
+
+class Credentials:
+    """What the request presented."""
+
+    __slots__ = ("conflict", "token", "via_query")
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.conflict = False  # two different tokens (or two Authorization headers)
+        self.via_query = False  # no header, but the query string looks like it holds one
+
+
+_QUERY_NAMES: Final = (b"access_token=", b"api_key=", b"apikey=", b"token=")
+
+
+def credentials(scope: Scope) -> Credentials:
+    found = Credentials()
+    seen: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").strip().partition(" ")
+            seen.append(rest.strip() if scheme.lower() == "bearer" else "")
+        elif name == b"x-api-key":
+            seen.append(value.decode("latin-1").strip())
+    if seen:
+        found.token = seen[0]
+        found.conflict = any(other != seen[0] for other in seen[1:])
+    else:
+        query: bytes = scope.get("query_string", b"")
+        found.via_query = any(query.startswith(key) or b"&" + key in query for key in _QUERY_NAMES)
+    return found
+
+
+def unauthenticated(detail: str, error: str | None = None) -> Problem:
+    challenge = REALM if error is None else f'{REALM}, error="{error}"'
+    return Problem(401, detail, code=UNAUTHENTICATED, headers={"WWW-Authenticate": challenge})
+
+
+def authorize(info: RequestInfo, service: str, method: str) -> None:
+    """403 unless the request's token (if auth is on) may call ``service.method``."""
+    token = info.token
+    if token is not None and not token.allows(service, method):
+        raise Problem(
+            403,
+            f"the token {token.name!r} may not call {service}.{method}",
+            code=PERMISSION_DENIED,
+            headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
+            rpc={"service": service, "method": method},
+        )
+
+
+class AuthGate:
+    """Authenticates and rate-limits every non-public HTTP request (see the module doc)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: AuthConfig,
+        verifier: TokenVerifier,
+        limiter: RateLimiter,
+        failures: RateLimiter,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.limiter = limiter
+        self.failures = failures  # keyed by client address
+        self.exact, self.prefixes = public_paths(config)
+
+    def is_public(self, path: str) -> bool:
+        return path in self.exact or path.startswith(self.prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.is_public(_route_path(scope)):
+            await self.app(scope, receive, send)
+            return
+        info = request_info(scope)
+        try:
+            await self._admit(scope, info)
+        except Problem as problem:
+            await problem_response(problem, info)(scope, receive, send)
+            return
+        token = info.token
+        assert token is not None
+        metadata = call_metadata.set({METADATA_ID: token.id, METADATA_NAME: token.name})
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            call_metadata.reset(metadata)
+
+    async def _admit(self, scope: Scope, info: RequestInfo) -> None:
+        found = credentials(scope)
+        presented = found.token
+        if presented is None:
+            detail = "this request needs a token: Authorization: Bearer <token>, or X-API-Key"
+            if found.via_query:
+                detail += " (tokens in the query string are not accepted)"
+            self._refused(scope, info, "no credentials", None)
+            raise unauthenticated(detail)
+        if found.conflict:
+            self._refused(scope, info, "conflicting credentials", presented)
+            raise Problem(
+                400,
+                "the request carries two different credentials",
+                code=UNAUTHENTICATED,
+                headers={"WWW-Authenticate": f'{REALM}, error="invalid_request"'},
+            )
+        try:
+            token = await self.verifier.verify(presented)
+        except TokenRejected as rejected:
+            self._refused(scope, info, rejected.reason.value, presented)
+            await self._count_failure(scope)
+            raise unauthenticated(f"the token is not valid: {rejected}", "invalid_token") from None
+        except StoreError as exc:
+            log.error("token store unavailable (trace_id %s): %s", info.trace.trace_id, exc)
+            raise Problem(
+                503,
+                "tokens cannot be checked right now",
+                code="unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
+        info.token = token
+        decision = await self.limiter.hit(token_key(token.id), rate=token.rate, burst=token.burst)
+        info.response_headers.extend(decision.headers())
+        if not decision.allowed:
+            self._refused(scope, info, "rate limited", presented)
+            raise Problem(
+                429,
+                f"the token {token.name!r} is over its rate limit of {decision.limit} calls "
+                f"in a burst; retry after {decision.retry_after_seconds} s",
+                code=RESOURCE_EXHAUSTED,
+            )
+
+    async def _count_failure(self, scope: Scope) -> None:
+        """Failed authentications are limited per address: guessing is slowed down."""
+        client = scope.get("client")
+        decision = await self.failures.hit(address_key(client[0] if client else "unknown"))
+        if not decision.allowed:
+            raise Problem(
+                429,
+                "too many failed authentications from this address",
+                code=RESOURCE_EXHAUSTED,
+                headers={"Retry-After": str(decision.retry_after_seconds)},
+            )
+
+    @staticmethod
+    def _refused(scope: Scope, info: RequestInfo, reason: str, presented: str | None) -> None:
+        client = scope.get("client")
+        log.warning(
+            "refused %s %s: %s (token %s, address %s, trace_id %s)",
+            scope["method"],
+            scope["path"][:200],
+            reason,
+            _shown(presented),
+            client[0] if client else "?",
+            info.trace.trace_id,
+        )
+
+
+def _shown(presented: str | None) -> str:
+    """The token's display prefix (never the secret part), or a description."""
+    if presented is None:
+        return "none"
+    if presented.startswith("zgw_") and len(presented) > 16:
+        return display_prefix(presented) + "..."
+    return "not a zgw_ token"
+
+
+def scoped_service(name: str, entry: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+    """A service's catalog entry limited to what the request's token may call."""
+    token = info.token
+    methods = entry.get("methods")
+    if token is None or not isinstance(methods, dict):
+        return entry
+    return {**entry, "methods": {m: v for m, v in methods.items() if token.allows(name, m)}}
+
+
+def scoped_catalog(catalog: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+    """``GET /rpc`` limited to what the request's token may call (unchanged without auth)."""
+    if info.token is None:
+        return catalog
+    services = catalog["services"]
+    return {**catalog, "services": {n: scoped_service(n, e, info) for n, e in services.items()}}
