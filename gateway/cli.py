@@ -3,8 +3,9 @@
 Commands: ``zerogate demo`` (demo services and the gateway in front of them, ``demo``),
 ``zerogate serve`` (the gateway from a config file, ``serve``), ``zerogate rpc`` (the zerorpc
 command line, ``rpc_command``), ``zerogate hub`` (the load-balancing hub, ``hub``),
-``zerogate token`` (API tokens, ``token_command``) and ``zerogate openapi`` (the OpenAPI
-document, ``openapi_command``). Each command imports its runtime when it runs, so
+``zerogate token`` (API tokens, ``token_command``), ``zerogate keys`` (CurveZMQ key pairs,
+``keys_command``) and ``zerogate openapi`` (the OpenAPI document, ``openapi_command``). Each
+command imports its runtime when it runs, so
 ``zerogate --help`` stays fast and never imports gevent.
 """
 
@@ -56,6 +57,12 @@ def _token(args: argparse.Namespace) -> int:
     from .token_command import main as token_main
 
     return token_main(args.token_args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .keys_command import main as keys_main
+
+    return keys_main(args.keys_args)
 
 
 def _openapi(args: argparse.Namespace) -> int:
@@ -112,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("token_args", nargs=argparse.REMAINDER)
     token.set_defaults(handler=_token)
+    # gateway.keys_command parses its own options (like rpc), so `zerogate --help` stays fast.
+    keys = commands.add_parser(
+        "keys",
+        help="generate a CurveZMQ key pair for the gateway-to-backend hop",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    keys.add_argument("keys_args", nargs=argparse.REMAINDER)
+    keys.set_defaults(handler=_keys)
     openapi = commands.add_parser(
         "openapi",
         help="print the OpenAPI document of the configured services",

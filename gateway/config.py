@@ -10,7 +10,8 @@ listing every problem of the file, one per line, each naming the file, the line 
     zerogate.yaml line 7: services.calc.timeout: expected a number > 0, got 'soon'
 
 Relative paths (a SQLite token store, a secret file) are relative to the config file's folder.
-Secrets are only referenced here (``env:NAME``, ``file:PATH``), never read.
+Secrets are only referenced here (``env:NAME``, ``file:PATH``), never read: a service's CurveZMQ
+keys are read when its pool opens (``CurveConfig.client_keys``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 import yaml
 
 import rpccore
+from rpccore._curve import CurveKeyError, KeyKind, check_key
 from rpccore._naming import ENDPOINT_FORMS, is_endpoint
 
 from ._yaml import (
@@ -35,8 +37,10 @@ from ._yaml import (
     Problems,
     Section,
     _as_number,
+    as_str,
     compose,
     describe,
+    is_null,
     line_of,
     one_of,
 )
@@ -125,6 +129,43 @@ class FileSecret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CurveConfig:
+    """CurveZMQ between the gateway and a service's backends. Public keys are given as Z85 text
+    or referenced; the secret key only referenced."""
+
+    server_key: str | EnvSecret | FileSecret  # the backends' public key
+    secret_key: EnvSecret | FileSecret | None = None  # the gateway's; None: a new pair per start
+    public_key: str | EnvSecret | FileSecret | None = None  # checked against secret_key
+
+    def client_keys(self, where: str = "curve") -> rpccore.CurveClientKeys:
+        """Read the referenced keys (files, environment variables) into the keys of a client;
+        ``where`` (the config path) prefixes problems. Raises ``rpccore.CurveKeyError``."""
+        secret = None
+        if self.secret_key is not None:
+            secret = _read_key(self.secret_key, "secret", f"{where}.secret_key")
+        public = None
+        if self.public_key is not None:
+            public = _read_key(self.public_key, "public", f"{where}.public_key")
+        server = _read_key(self.server_key, "public", f"{where}.server_key")
+        try:
+            return rpccore.CurveClientKeys(
+                server_key=server,
+                secret_key=secret,
+                public_key=public,
+            )
+        except CurveKeyError as exc:  # "client public_key is not the public half..."
+            raise CurveKeyError(f"{where}: {exc}") from None
+
+
+def _read_key(source: str | EnvSecret | FileSecret, kind: KeyKind, what: str) -> str:
+    if isinstance(source, EnvSecret):
+        return rpccore.load_key(f"env:{source.name}", kind=kind, what=what)
+    if isinstance(source, FileSecret):
+        return rpccore.load_key(f"file:{source.path}", kind=kind, what=what)
+    return source
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CorsConfig:
     allow_origins: tuple[str, ...] = ()
 
@@ -163,6 +204,7 @@ class ServiceConfig:
     safe: tuple[str, ...] = ()  # globs of methods also callable with GET
     errors: Mapping[str, int] = field(default_factory=dict)  # exception name -> HTTP status
     refresh: float = DEFAULT_REFRESH  # seconds between introspections
+    curve: CurveConfig | None = None  # CurveZMQ to the backends; None: plain ZeroMQ
 
     def is_safe(self, method: str) -> bool:
         return any(fnmatchcase(method, glob) for glob in self.safe)
@@ -257,7 +299,7 @@ def parse_config(text: str, source_name: str = "<string>", base_dir: Path | None
         )
         raise ConfigError(*problems.messages())
     top = Section(problems, "", 1, root, _TOP)
-    services = _services(top.section("services", None))
+    services = _services(top.section("services", None), base_dir)
     config = Config(
         gateway=_gateway(top.section("gateway", _GATEWAY)),
         services=services,
@@ -273,7 +315,17 @@ def parse_config(text: str, source_name: str = "<string>", base_dir: Path | None
 
 _TOP: Final = ("gateway", "services", "routes", "auth", "rate_limit", "tracing")
 _GATEWAY: Final = ("host", "port", "max_body_bytes", "expose_tracebacks", "cors", "shutdown_grace")
-_SERVICE: Final = ("endpoints", "timeout", "heartbeat", "methods", "safe", "errors", "refresh")
+_SERVICE: Final = (
+    "endpoints",
+    "timeout",
+    "heartbeat",
+    "methods",
+    "safe",
+    "errors",
+    "refresh",
+    "curve",
+)
+_CURVE: Final = ("server_key", "secret_key", "public_key")
 _ROUTE: Final = {  # each required
     "method": one_of([method.value for method in HttpMethod]),
     "path": "a path like /users/{user_id}",
@@ -288,6 +340,7 @@ _A_GLOB: Final = "a glob (a non-empty pattern without spaces)"
 _A_PATH: Final = "a path starting with '/'"
 _A_STORE: Final = "memory or redis://HOST:PORT/DB"
 _A_TOKEN_STORE: Final = "sqlite:///PATH or redis://HOST:PORT/DB"
+_A_PUBLIC_KEY: Final = "a public key (40 Z85 characters), file:PATH or env:NAME"
 _MEMORY: Final[MemoryStore | RedisStore] = MemoryStore()
 
 
@@ -309,16 +362,16 @@ def _gateway(section: Section) -> GatewaySettings:
     )
 
 
-def _services(section: Section) -> dict[str, ServiceConfig]:
+def _services(section: Section, base_dir: Path | None) -> dict[str, ServiceConfig]:
     services: dict[str, ServiceConfig] = {}
     for name in section.names():
         if _SERVICE_NAME.fullmatch(name) is None:
             section.refuse_name(name, "a service name (letters, digits, '_' and '-')")
-        services[name] = _service(name, section.section(name, _SERVICE))
+        services[name] = _service(name, section.section(name, _SERVICE), base_dir)
     return services
 
 
-def _service(name: str, section: Section) -> ServiceConfig:
+def _service(name: str, section: Section, base_dir: Path | None) -> ServiceConfig:
     section.require("endpoints", "a list of ZeroMQ endpoints, or one")
     endpoints = section.strings(
         "endpoints", (), _endpoint, _AN_ENDPOINT, single=True, nonempty=True
@@ -343,7 +396,41 @@ def _service(name: str, section: Section) -> ServiceConfig:
         safe=section.strings("safe", (), _word, _A_GLOB),
         errors=statuses,
         refresh=section.seconds("refresh", DEFAULT_REFRESH),
+        curve=_curve(section, base_dir),
     )
+
+
+def _curve(service: Section, base_dir: Path | None) -> CurveConfig | None:
+    node = service.node("curve")
+    if node is None or is_null(node):
+        return None
+    section = service.section("curve", _CURVE)
+    section.require("server_key", "the backends' public key: Z85 text, file:PATH or env:NAME")
+
+    def public(text: str) -> str | EnvSecret | FileSecret | None:
+        return _key_source(text, base_dir)
+
+    server_key = section.string("server_key", None, public, _A_PUBLIC_KEY)
+    public_key = section.string("public_key", None, public, _A_PUBLIC_KEY)
+    secret_key = None
+    secret_node = section.node("secret_key")
+    if secret_node is not None:
+        text = as_str(secret_node)
+        secret_key = None if text is None else _secret(text, base_dir)
+        if secret_key is None:
+            # Never echoed, unlike other values: it may be the secret key itself.
+            section.report(
+                "secret_key",
+                "expected env:NAME or file:PATH (a secret key is never written in the config)",
+                secret_node,
+            )
+    if "public_key" in section and "secret_key" not in section:
+        section.report(
+            "public_key", "needs secret_key: it is the public half of the gateway's secret key"
+        )
+    if server_key is None:
+        return None
+    return CurveConfig(server_key=server_key, secret_key=secret_key, public_key=public_key)
 
 
 def _routes(top: Section, services: Mapping[str, ServiceConfig]) -> tuple[RouteConfig, ...]:
@@ -487,6 +574,16 @@ def _secret(text: str, base_dir: Path | None) -> EnvSecret | FileSecret | None:
     if kind == "file" and value:
         return FileSecret(_relative(value, base_dir))
     return None
+
+
+def _key_source(text: str, base_dir: Path | None) -> str | EnvSecret | FileSecret | None:
+    """A public key: a reference (env:NAME, file:PATH), or the key itself, checked."""
+    if text.startswith(("env:", "file:")):
+        return _secret(text, base_dir)
+    try:
+        return check_key(text, "")
+    except CurveKeyError:
+        return None
 
 
 def _relative(path: str, base_dir: Path | None) -> Path:

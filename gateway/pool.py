@@ -15,6 +15,10 @@ background probe: every heartbeat period, a down endpoint, or an up one with no 
 flight, is sent ``_zerorpc_ping`` (timeout: two heartbeat periods). An answer puts it up;
 ``TimeoutExpired`` or ``LostRemote`` puts it down. Endpoints start up (optimistically) and are
 probed at once. A call is never retried once sent: it may have reached a backend.
+
+With ``curve`` in the service's config, every client speaks CurveZMQ; an endpoint whose
+handshake fails (a wrong server key, the gateway's key not authorized) never answers a probe,
+so it stays down, and its ``last_error`` says why the handshake failed.
 """
 
 from __future__ import annotations
@@ -179,10 +183,14 @@ class ServicePool:
             raise RuntimeError(f"the pool of {self.service.name} is closed")
         if self._opened:
             return
+        curve = self.service.curve
+        # Read here, not at config load: the secret is never kept in the config. A key that
+        # cannot be read fails the open (the app's start) with a CurveKeyError saying why.
+        keys = None if curve is None else curve.client_keys(f"services.{self.service.name}.curve")
         self._opened = True
         for endpoint in self._endpoints:
             client = Client(
-                endpoint, timeout=self.service.timeout, heartbeat=self.service.heartbeat
+                endpoint, timeout=self.service.timeout, heartbeat=self.service.heartbeat, curve=keys
             )
             backend = self._backends[endpoint] = _Backend(endpoint, client)
             backend.task = asyncio.create_task(

@@ -7,6 +7,8 @@
     zerogate rpc --push tcp://127.0.0.1:5000 tick 1 '"a"'             # push a one-way event
     zerogate rpc --pub tcp://127.0.0.1:5000 tick 1                    # publish one
     zerogate rpc --server --pull --bind tcp://127.0.0.1:5000 mod      # receive them (--sub)
+    zerogate rpc --server --curve-secret-key file:server.key --bind ... mod  # CurveZMQ
+    zerogate rpc --curve-server-key file:server.pub tcp://127.0.0.1:1234 quote hi
 
 Same flags and argument rules as zerorpc 0.6.3's tool (when --connect or --bind is given,
 the first positional is the method), but options may come anywhere, parameters are JSON
@@ -23,6 +25,14 @@ A published event is best effort: PUB drops events while no subscriber is connec
 and subscribed (the "slow joiner"), so we wait --settle seconds after linking before
 publishing. ``--server --pull``/``--sub`` serve an object to pushed/published events,
 printing nothing per event and the count when stopped (Ctrl-C or SIGTERM: exit 0).
+
+CurveZMQ (keys from ``zerogate keys``): ``--server --curve-secret-key`` makes the server (or
+the puller/subscriber) a CURVE server, ``--curve-authorized`` admits only the listed client
+keys; a client (or a pusher/publisher) encrypts with ``--curve-server-key``, the server's
+public key, and authenticates with ``--curve-secret-key`` (else a new pair each run). Keys
+are Z85 text, ``file:PATH`` or ``env:NAME``; a secret key only ``file:`` or ``env:``, since
+a command line is visible to every user of the machine. A failed handshake never reaches
+the server: the call times out (exit 2), with the reason when the handshake was refused.
 """
 
 from __future__ import annotations
@@ -41,7 +51,17 @@ from typing import Any, Protocol
 
 import gevent
 
-from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired
+from rpccore import (
+    CurveClientKeys,
+    CurveKeyError,
+    CurveServerKeys,
+    LostRemote,
+    RemoteError,
+    RPCError,
+    TimeoutExpired,
+    load_key,
+    load_keys,
+)
 from rpccore._naming import ENV_VAR, NamingError, resolve
 from rpccore.green import Client, Publisher, Puller, Pusher, Server, Stream, Subscriber
 
@@ -179,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-pj", "--print-json", action="store_true", help="print results as JSON")
     add("-?", "--inspect", action="store_true", help="signature and doc of COMMAND, or of all")
     add("--active-hb", action="store_true", help="ignored: heartbeats are always active")
+    _add_curve_options(parser)
     add("-d", "--debug", action="store_true", help="debug logging and Python tracebacks")
     add(
         "address",
@@ -194,11 +215,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_curve_options(parser: argparse.ArgumentParser) -> None:
+    curve = parser.add_argument_group(
+        "CurveZMQ",
+        "Encrypt and authenticate with CurveZMQ (make keys with `zerogate keys`). KEY is Z85 "
+        "text, file:PATH (a key or certificate file) or env:NAME; a secret key only file:PATH "
+        "or env:NAME, never the key itself.",
+    )
+    curve.add_argument(
+        "--curve-server-key",
+        metavar="KEY",
+        help="clients, --push, --pub: the server's public key; encrypts with CurveZMQ",
+    )
+    curve.add_argument(
+        "--curve-secret-key",
+        metavar="KEY",
+        help="--server: the server's secret key, which turns CurveZMQ on; clients: their own "
+        "secret key (default: a new key pair each run, enough unless the server lists "
+        "authorized clients)",
+    )
+    curve.add_argument(
+        "--curve-authorized",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="--server: admit only this client public key (repeatable; file:PATH may list "
+        "one per line); default: any client that has the server's public key",
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG)
+    _check_curve_options(parser, args)
     if args.oneway in RECEIVERS and not args.server:
         parser.error(f"--{args.oneway} serves an object to events: use it with --server")
     if args.oneway in SENDERS and args.server:
@@ -212,6 +263,10 @@ def main(argv: Sequence[str]) -> int:
     command = words.pop(0) if words else None
     if not _resolve_names(args):
         return EXIT_FAILURE
+    try:
+        args.curve = curve_keys(args)
+    except CurveKeyError as exc:
+        return _fail(str(exc))
     if args.server:
         if command is None:
             parser.error("--server needs the module or object to serve")
@@ -230,6 +285,56 @@ def main(argv: Sequence[str]) -> int:
         assert command is not None
         return send_event(args, command, values)
     return run_client(args, command, values)
+
+
+def _check_curve_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    secret = args.curve_secret_key
+    if secret is not None and secret.partition(":")[0] not in ("file", "env"):
+        # Not echoed: it may be the secret itself.
+        parser.error(
+            "--curve-secret-key takes file:PATH or env:NAME: a key on the command line is "
+            "visible to every user of the machine"
+        )
+    if args.server:
+        if args.curve_server_key is not None:
+            parser.error(
+                "--curve-server-key is the server's public key, for clients; a server "
+                "takes --curve-secret-key"
+            )
+        if args.curve_authorized and secret is None:
+            parser.error("--curve-authorized needs --curve-secret-key (the server's)")
+    else:
+        if args.curve_authorized:
+            parser.error("--curve-authorized is for --server")
+        if secret is not None and args.curve_server_key is None:
+            parser.error("--curve-secret-key needs --curve-server-key (the server's public key)")
+
+
+def curve_keys(args: argparse.Namespace) -> CurveServerKeys | CurveClientKeys | None:
+    """The CurveZMQ keys the options ask for (None: no CURVE); CurveKeyError if unusable."""
+    secret = args.curve_secret_key
+    if args.server:
+        if secret is None:
+            return None
+        authorized = None
+        if args.curve_authorized:
+            authorized = [
+                key
+                for source in args.curve_authorized
+                for key in load_keys(source, what="--curve-authorized")
+            ]
+        return CurveServerKeys(
+            secret_key=load_key(secret, kind="secret", what="--curve-secret-key"),
+            authorized_clients=authorized,
+        )
+    if args.curve_server_key is None:
+        return None
+    return CurveClientKeys(
+        server_key=load_key(args.curve_server_key, kind="public", what="--curve-server-key"),
+        secret_key=None
+        if secret is None
+        else load_key(secret, kind="secret", what="--curve-secret-key"),
+    )
 
 
 def _fail(message: str) -> int:
@@ -305,14 +410,22 @@ def serve(args: argparse.Namespace, target: str) -> int:
             traceback.print_exc()
         return _fail(f'cannot load "{target}": {type(exc).__name__}: {exc}')
     server: Server | Puller | Subscriber
+    curve = args.curve
     if args.oneway == "pull":
-        server, role = Puller(obj, threaded=args.threaded), " (pulling events)"
+        server, role = Puller(obj, threaded=args.threaded, curve=curve), " (pulling events)"
     elif args.oneway == "sub":
-        server, role = Subscriber(obj, threaded=args.threaded), " (subscribed to events)"
+        server = Subscriber(obj, threaded=args.threaded, curve=curve)
+        role = " (subscribed to events)"
     else:
         server, role = (
-            Server(obj, name=args.name, heartbeat=args.heartbeat, threaded=args.threaded),
+            Server(
+                obj, name=args.name, heartbeat=args.heartbeat, threaded=args.threaded, curve=curve
+            ),
             "",
+        )
+    if curve is not None:
+        role += " with CurveZMQ" + (
+            "" if curve.authorized_clients is None else f", {_clients(curve)} authorized"
         )
     if not _link(server, args):
         server.stop()
@@ -339,7 +452,7 @@ def serve(args: argparse.Namespace, target: str) -> int:
 
 def send_event(args: argparse.Namespace, method: str, values: list[Any]) -> int:
     """Push or publish ``method(*values)``; see the module docstring for the waits."""
-    sender = Pusher() if args.oneway == "push" else Publisher()
+    sender = Pusher(curve=args.curve) if args.oneway == "push" else Publisher(curve=args.curve)
     try:
         # A Pusher queues events until a puller has really connected (ZMQ_IMMEDIATE), so
         # an empty ``queued`` means the event has left for one.
@@ -383,7 +496,7 @@ def _send_job(
 
 
 def run_client(args: argparse.Namespace, command: str | None, values: list[Any]) -> int:
-    client = Client(None, timeout=args.timeout, heartbeat=args.heartbeat)
+    client = Client(None, timeout=args.timeout, heartbeat=args.heartbeat, curve=args.curve)
     try:
         if not _link(client, args):
             return EXIT_FAILURE
@@ -409,11 +522,13 @@ def _client_job(
         print((exc.traceback or str(exc)).rstrip("\n"), file=sys.stderr, flush=True)
         return EXIT_ERROR
     except TimeoutExpired:
-        return _fail(f"timed out: no answer from {where} within {args.timeout:g} s")
+        return _fail(
+            f"timed out: no answer from {where} within {args.timeout:g} s{_curve_why(client)}"
+        )
     except LostRemote:
         return _fail(
             f"lost the remote: no heartbeat from {where} for {2 * args.heartbeat:g} s "
-            "(is the server running?)"
+            + (_curve_why(client).strip() or "(is the server running?)")
         )
     except RPCError as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
@@ -422,6 +537,16 @@ def _client_job(
     except BrokenPipeError:  # stdout was closed (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
+
+
+def _curve_why(client: Client) -> str:
+    failure = client.curve_failure
+    return "" if failure is None else f" (the CURVE handshake failed: {failure})"
+
+
+def _clients(keys: CurveServerKeys) -> str:
+    count = len(keys.authorized_clients or ())
+    return f"{count} client key" + ("" if count == 1 else "s")
 
 
 def _call(client: Client, args: argparse.Namespace, method: str, values: list[Any]) -> int:

@@ -5,6 +5,15 @@ drivers ``rpccore.aio`` (asyncio) and ``rpccore.green`` (gevent) move their byte
 """
 
 from ._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
+from ._curve import (
+    CurveClientKeys,
+    CurveKeyError,
+    CurveServerKeys,
+    curve_keypair,
+    load_key,
+    load_keys,
+    public_key_of,
+)
 from ._errors import (
     LocalProtocolError,
     LostRemote,
@@ -39,6 +48,9 @@ __all__ = [
     "ChannelLost",
     "ClientConnection",
     "CreditGranted",
+    "CurveClientKeys",
+    "CurveKeyError",
+    "CurveServerKeys",
     "LocalProtocolError",
     "LostRemote",
     "MessageTooLarge",
@@ -57,5 +69,9 @@ __all__ = [
     "TraceContext",
     "call_metadata",
     "current_trace",
+    "curve_keypair",
+    "load_key",
+    "load_keys",
+    "public_key_of",
     "stream",
 ]

@@ -14,6 +14,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from ._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
 from ._codec import Frames, MessageId
+from ._curve import CurveClientKeys
 from ._errors import RPCError
 from ._events import CallFailed, ClientEvent, Reply, StreamEnd, StreamItem
 from ._heartbeat import DEFAULT_HEARTBEAT
@@ -115,6 +116,7 @@ class ClientPump(Pump, Generic[P]):
         passive_heartbeat: bool = False,
         window: int = DEFAULT_WINDOW,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        curve: CurveClientKeys | None = None,
     ) -> None:
         self._client = ClientConnection(
             heartbeat=heartbeat, passive_heartbeat=passive_heartbeat, window=window
@@ -122,6 +124,7 @@ class ClientPump(Pump, Generic[P]):
         super().__init__(
             sock, self._client, max_message_size=max_message_size, idle_period=heartbeat or 1.0
         )
+        self._secure(curve, self._client.problems, CurveClientKeys)
         self.timeout = timeout
         self._heartbeat = heartbeat
         self._calls: dict[MessageId, P] = {}
@@ -133,6 +136,12 @@ class ClientPump(Pump, Generic[P]):
     @property
     def problems(self) -> dict[str, int]:
         return dict(self._client.problems.counts)
+
+    @property
+    def curve_failure(self) -> str | None:
+        """Why the CurveZMQ handshake with the server failed, when the last one did; None
+        once one succeeds, and always without keys."""
+        return None if self._curve is None else self._curve.failure
 
     def _connect(self, endpoint: str | Iterable[str]) -> list[str]:
         return connect_socket(self._sock, endpoint)
@@ -162,7 +171,7 @@ class ClientPump(Pump, Generic[P]):
             method, args, now=now, timeout=limit, header=outgoing_trace_header()
         )
         self._calls[cid] = pending
-        self._flush()
+        self._flush_soon()
         # The call's first deadline: its heartbeat tick, or its timeout if that is sooner.
         first = self._heartbeat or 3600.0
         if limit is not None and limit < first:
@@ -202,7 +211,8 @@ class ClientPump(Pump, Generic[P]):
             elif type(event) is StreamEnd:
                 pending.stream = True
             elif type(event) is CallFailed:
-                pending.error = event.error
+                curve = self._curve
+                pending.error = event.error if curve is None else curve.explain(event.error)
         self._delivered(cid, pending)
 
     def _delivered(self, cid: MessageId, pending: P) -> None:

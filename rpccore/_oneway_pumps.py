@@ -9,6 +9,7 @@ from typing import Any, Final, Generic, TypeVar
 import zmq
 
 from ._codec import Frames
+from ._curve import CurveClientKeys, CurveKeys, CurveServerKeys
 from ._errors import RPCError
 from ._oneway import OneWayConnection, OneWayEvent
 from ._pump import Host, Pump
@@ -29,7 +30,7 @@ class SenderPump(Pump):
     _ROLE = "sender"
     _DRIVER = "rpccore"
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, *, curve: CurveKeys | None = None) -> None:
         if sock.getsockopt(zmq.TYPE) == zmq.PUSH:
             # Queue events only for pullers that really connected: otherwise ZeroMQ takes
             # them into the pipe of a connection that may never complete, and they are
@@ -37,6 +38,9 @@ class SenderPump(Pump):
             sock.setsockopt(zmq.IMMEDIATE, 1)
         self._oneway = OneWayConnection(self._ROLE)
         super().__init__(sock, self._oneway, max_message_size=None, idle_period=_IDLE)
+        # Either kind of keys: the CURVE server is usually the side that binds, sender or
+        # receiver, and the keys' type says which one this is.
+        self._secure(curve, self._oneway.problems, CurveServerKeys, CurveClientKeys)
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -96,10 +100,20 @@ class ReceiverPump(Pump, Generic[H]):
     _ROLE = "receiver"
     _DRIVER = "rpccore"
 
-    def __init__(self, sock: Any, obj: object, *, max_message_size: int | None) -> None:
+    def __init__(
+        self,
+        sock: Any,
+        obj: object,
+        *,
+        max_message_size: int | None,
+        curve: CurveKeys | None = None,
+    ) -> None:
         self.service = Service(obj)
         self._oneway = OneWayConnection(self._ROLE)
         super().__init__(sock, self._oneway, max_message_size=max_message_size, idle_period=_IDLE)
+        # Either kind of keys: the CURVE server is usually the side that binds, sender or
+        # receiver, and the keys' type says which one this is.
+        self._secure(curve, self._oneway.problems, CurveServerKeys, CurveClientKeys)
         self._max_message_size = max_message_size
         self._handlers: set[H] = set()
 

@@ -16,6 +16,8 @@ Theory of operation. The socket is a plain pyzmq socket used only with NOBLOCK:
   arrived before judging anyone lost.
 * Sending never waits: frames the socket cannot take now (a full high-water mark, no peer
   yet) wait in order and are retried a few milliseconds later.
+* A socket given CurveZMQ keys (``_secure``) has a monitor from its creation, for its
+  handshake events (``rpccore._curve``); a plain one pays nothing for it.
 
 Waiting on the descriptor ourselves, rather than through zmq.green or zmq.asyncio, saves
 a wrapper, a future or a greenlet switch per message: most of the cost of a small call.
@@ -32,12 +34,15 @@ from typing import Any, Final, Protocol
 import zmq
 
 from ._codec import Frames
+from ._curve import HANDSHAKE_EVENTS, CurveKeys, CurveSocket, monitor_event
+from ._problems import ProblemLog
 from ._sockets import EVENTS, POLLIN, prepare, recv_frames, send_frames
 
 logger = logging.getLogger("rpccore")
 
 _BATCH: Final = 256  # messages handled per callback before letting others run
 _RETRY: Final = 0.005  # seconds between attempts to send what the socket refused
+_DISCONNECTED: Final = int(zmq.EVENT_DISCONNECTED)
 
 
 class Handle(Protocol):
@@ -80,10 +85,34 @@ class Pump:
         self._timer: Handle | None = None
         self._timer_target = float("inf")
         self._drain_scheduled = False
+        self._flush_scheduled = False
         self._retry: Handle | None = None
         self._pending: deque[Frames] = deque()
         self._monitor: Any = None
+        self._curve: CurveSocket | None = None
         self._closed = False
+
+    def _secure(
+        self, keys: CurveKeys | None, problems: ProblemLog, *accepted: type[CurveKeys]
+    ) -> None:
+        """Give the socket CurveZMQ keys, of one of the ``accepted`` types; call it before
+        any bind or connect. None leaves the socket plain, at no cost. On an error the
+        socket is closed (the constructor calling this raises)."""
+        if keys is None:
+            return
+        try:
+            if not isinstance(keys, accepted):
+                names = " or ".join(kind.__name__ for kind in accepted)
+                raise TypeError(
+                    f"{type(self).__name__}(curve=) takes {names}, got {type(keys).__name__}"
+                )
+            self._curve = CurveSocket(self._sock, keys, problems)
+            # Watched from now on, not from the start of the pump: a refused client is not
+            # retried, so its only handshake event may come before the pump starts.
+            self._monitor = self._sock.get_monitor_socket(HANDSHAKE_EVENTS | _DISCONNECTED)
+        except BaseException:
+            self._close_pump()  # e.g. another ZAP handler holds the context's endpoint
+            raise
 
     # -- what subclasses implement -------------------------------------------------
 
@@ -112,19 +141,25 @@ class Pump:
             self._handles.append(host.watch(self._sock.getsockopt(zmq.FD), self._on_readable))
             self._schedule_drain()  # messages may be queued already
             self._wake_timer_by(monotonic() + self._idle)
-            if watch_disconnects:
+            if watch_disconnects or self._curve is not None:
                 self._watch_disconnects(host)
+            if self._curve is not None:
+                self._curve.start(host)
 
     def _watch_disconnects(self, host: Host) -> None:
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if self._monitor is None:
+            self._monitor = self._sock.get_monitor_socket(_DISCONNECTED)
         self._handles.append(host.watch(self._monitor.getsockopt(zmq.FD), self._on_monitor))
         host.call_soon(self._on_monitor)  # events may predate the watcher
 
     def _on_monitor(self) -> None:
         monitor = self._monitor
         while not self._closed and monitor.getsockopt(EVENTS) & POLLIN:
-            recv_frames(monitor)
-            self._on_disconnect()
+            event, value, endpoint = monitor_event(recv_frames(monitor))
+            if event == _DISCONNECTED:
+                self._on_disconnect()
+            elif self._curve is not None:
+                self._curve.on_event(event, value, endpoint)
 
     def _close_pump(self) -> None:
         if self._closed:
@@ -134,6 +169,8 @@ class Pump:
             if handle is not None:
                 handle.cancel()
         self._pending.clear()
+        if self._curve is not None:
+            self._curve.close()
         if self._monitor is not None:
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
@@ -188,6 +225,17 @@ class Pump:
         # Sending may have consumed the descriptor's edge for a message that just arrived.
         if not self._drain_scheduled and sock.getsockopt(EVENTS) & POLLIN:
             self._schedule_drain()
+
+    def _flush_soon(self) -> None:
+        """Flush once the running callback is done: calls begun by many tasks in one loop
+        turn then reach ZeroMQ together, and its I/O thread is woken once, not per call."""
+        if not self._flush_scheduled and self._host is not None:
+            self._flush_scheduled = True
+            self._host.call_soon(self._flush_scheduled_now)
+
+    def _flush_scheduled_now(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
 
     def _schedule_retry(self) -> None:
         """Frames wait for room only when the high-water mark is full or no peer is

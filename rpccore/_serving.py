@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final, Generic, TypeVar
 
 from ._codec import Frames
+from ._curve import CurveServerKeys
 from ._dispatch import resolve
 from ._events import ChannelLost, CreditGranted, Request, ServerChannelId
 from ._heartbeat import DEFAULT_HEARTBEAT
@@ -44,12 +45,14 @@ class ServerPump(Pump, Generic[H]):
         name: str | None = None,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        curve: CurveServerKeys | None = None,
     ) -> None:
         self.service = Service(obj, name)
         self._server = ServerConnection(heartbeat=heartbeat)
         super().__init__(
             sock, self._server, max_message_size=max_message_size, idle_period=heartbeat or 1.0
         )
+        self._secure(curve, self._server.problems, CurveServerKeys)
         self._max_message_size = max_message_size
         self._handlers: dict[ServerChannelId, H] = {}
 

@@ -13,6 +13,7 @@ import zmq.asyncio
 from .. import _describe
 from .._calling import DEFAULT, ClientPump, Pending, StreamCursor, UseDefault
 from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
+from .._curve import CurveClientKeys
 from .._errors import RemoteError
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._naming import resolve_all
@@ -89,6 +90,11 @@ class Client(ClientPump[_Pending]):
     ``ValueError``, if it is not there). A name with several endpoints connects to all of
     them, as zerorpc does, and ZeroMQ then deals calls round-robin with no regard for which
     server is alive: for several servers the gateway's pool or a hub is the right tool.
+
+    ``curve`` (``rpccore.CurveClientKeys``) encrypts the connection to a CurveZMQ server.
+    A handshake that fails (a wrong server key, a key the server does not authorize, a
+    server without CURVE) reaches no server: calls end as ``TimeoutExpired`` or
+    ``LostRemote``, whose message then says why the handshake failed.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class Client(ClientPump[_Pending]):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.asyncio.Context | None = None,
         names: str | os.PathLike[str] | None = None,
+        curve: CurveClientKeys | None = None,
     ) -> None:
         # A name (no "://") is resolved first, so a naming error leaves no socket behind.
         endpoints = None if endpoint is None else resolve_all(endpoint, names)
@@ -112,6 +119,7 @@ class Client(ClientPump[_Pending]):
             passive_heartbeat=passive_heartbeat,
             window=window,
             max_message_size=max_message_size,
+            curve=curve,
         )
         if endpoints is not None:
             self.connect(endpoints)

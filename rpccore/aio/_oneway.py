@@ -2,6 +2,9 @@
 
 pub = Publisher(); pub.bind("tcp://127.0.0.1:4243"); pub.tick(1, "a")  # inside the loop
 sub = Subscriber(Handlers()); sub.connect("tcp://127.0.0.1:4243"); await sub.run()
+
+Every class takes ``curve=``: CurveServerKeys on the side that is the CurveZMQ server
+(usually the one that binds, sender or receiver), CurveClientKeys on the other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Self
 import zmq
 import zmq.asyncio
 
+from .._curve import CurveKeys
 from .._oneway import OneWayEvent
 from .._oneway_pumps import ReceiverPump, SenderPump
 from .._pump import Host
@@ -28,8 +32,10 @@ class _Sender(SenderPump):
 
     _DRIVER = "aio"
 
-    def __init__(self, sock_type: int, context: zmq.asyncio.Context | None) -> None:
-        super().__init__(aio_socket(sock_type, context))
+    def __init__(
+        self, sock_type: int, context: zmq.asyncio.Context | None, curve: CurveKeys | None
+    ) -> None:
+        super().__init__(aio_socket(sock_type, context), curve=curve)
 
     def _new_host(self) -> Host:
         return LoopHost(asyncio.get_running_loop())
@@ -55,8 +61,10 @@ class Publisher(_Sender):
 
     _ROLE = "publisher"
 
-    def __init__(self, *, context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(zmq.PUB, context)
+    def __init__(
+        self, *, context: zmq.asyncio.Context | None = None, curve: CurveKeys | None = None
+    ) -> None:
+        super().__init__(zmq.PUB, context, curve)
 
 
 class Pusher(_Sender):
@@ -70,8 +78,10 @@ class Pusher(_Sender):
 
     _ROLE = "pusher"
 
-    def __init__(self, *, context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(zmq.PUSH, context)
+    def __init__(
+        self, *, context: zmq.asyncio.Context | None = None, curve: CurveKeys | None = None
+    ) -> None:
+        super().__init__(zmq.PUSH, context, curve)
 
 
 class _Receiver(ReceiverPump["asyncio.Task[None]"]):
@@ -80,9 +90,15 @@ class _Receiver(ReceiverPump["asyncio.Task[None]"]):
     _DRIVER = "aio"
 
     def __init__(
-        self, sock: Any, obj: object, *, executor: Executor | None, max_message_size: int | None
+        self,
+        sock: Any,
+        obj: object,
+        *,
+        executor: Executor | None,
+        max_message_size: int | None,
+        curve: CurveKeys | None,
     ) -> None:
-        super().__init__(sock, obj, max_message_size=max_message_size)
+        super().__init__(sock, obj, max_message_size=max_message_size, curve=curve)
         self._executor = executor
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -155,11 +171,14 @@ class Subscriber(_Receiver):
         executor: Executor | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         sock = aio_socket(zmq.SUB, context)
         # Every payload starts with the same header bytes: topics cannot filter (spec 12).
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-        super().__init__(sock, obj, executor=executor, max_message_size=max_message_size)
+        super().__init__(
+            sock, obj, executor=executor, max_message_size=max_message_size, curve=curve
+        )
 
 
 class Puller(_Receiver):
@@ -175,10 +194,12 @@ class Puller(_Receiver):
         executor: Executor | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         super().__init__(
             aio_socket(zmq.PULL, context),
             obj,
             executor=executor,
             max_message_size=max_message_size,
+            curve=curve,
         )

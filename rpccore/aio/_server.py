@@ -11,6 +11,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from .._curve import CurveServerKeys
 from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._serving import STREAM_DONE, ServerPump, next_item
@@ -27,6 +28,9 @@ class Server(ServerPump["asyncio.Task[None]"]):
     Coroutine methods (and async generators, which stream) run as tasks on the loop.
     Plain methods run in a thread pool (``executor``, default: the loop's), so a method
     that blocks never stops the loop, and heartbeats keep flowing while it works.
+
+    ``curve`` makes the server a CurveZMQ server (encrypted, and with
+    ``authorized_clients`` only listed clients admitted; see ``rpccore.CurveServerKeys``).
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class Server(ServerPump["asyncio.Task[None]"]):
         executor: Executor | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveServerKeys | None = None,
     ) -> None:
         super().__init__(
             aio_socket(zmq.ROUTER, context),
@@ -45,6 +50,7 @@ class Server(ServerPump["asyncio.Task[None]"]):
             name=name,
             heartbeat=heartbeat,
             max_message_size=max_message_size,
+            curve=curve,
         )
         self._executor = executor
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -16,6 +16,7 @@ from .. import _describe
 from .._calling import DEFAULT, ClientPump, Pending, StreamCursor, UseDefault
 from .._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW
 from .._codec import MessageId
+from .._curve import CurveClientKeys
 from .._errors import RemoteError
 from .._heartbeat import DEFAULT_HEARTBEAT
 from .._naming import resolve_all
@@ -93,6 +94,11 @@ class Client(ClientPump[_Pending]):
     ``ValueError``, if it is not there). A name with several endpoints connects to all of
     them, as zerorpc does, and ZeroMQ then deals calls round-robin with no regard for which
     server is alive: for several servers the gateway's pool or a hub is the right tool.
+
+    ``curve`` (``rpccore.CurveClientKeys``) encrypts the connection to a CurveZMQ server.
+    A handshake that fails (a wrong server key, a key the server does not authorize, a
+    server without CURVE) reaches no server: calls end as ``TimeoutExpired`` or
+    ``LostRemote``, whose message then says why the handshake failed.
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class Client(ClientPump[_Pending]):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
         names: str | os.PathLike[str] | None = None,
+        curve: CurveClientKeys | None = None,
     ) -> None:
         # A name (no "://") is resolved first, so a naming error leaves no socket behind.
         endpoints = None if endpoint is None else resolve_all(endpoint, names)
@@ -116,6 +123,7 @@ class Client(ClientPump[_Pending]):
             passive_heartbeat=passive_heartbeat,
             window=window,
             max_message_size=max_message_size,
+            curve=curve,
         )
         if endpoints is not None:
             self.connect(endpoints)

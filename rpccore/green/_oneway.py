@@ -2,6 +2,9 @@
 
 pub = Publisher(); pub.bind("tcp://127.0.0.1:4243"); pub.tick(1, "a")
 sub = Subscriber(Handlers()); sub.connect("tcp://127.0.0.1:4243"); sub.run()
+
+Every class takes ``curve=``: CurveServerKeys on the side that is the CurveZMQ server
+(usually the one that binds, sender or receiver), CurveClientKeys on the other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import gevent.event
 import gevent.threadpool
 import zmq
 
+from .._curve import CurveKeys
 from .._oneway import OneWayEvent
 from .._oneway_pumps import ReceiverPump, SenderPump
 from .._pump import Host
@@ -27,8 +31,10 @@ class _Sender(SenderPump):
 
     _DRIVER = "green"
 
-    def __init__(self, sock_type: int, context: zmq.Context[Any] | None) -> None:
-        super().__init__(green_socket(sock_type, context))
+    def __init__(
+        self, sock_type: int, context: zmq.Context[Any] | None, curve: CurveKeys | None
+    ) -> None:
+        super().__init__(green_socket(sock_type, context), curve=curve)
 
     def _new_host(self) -> Host:
         return HubHost()
@@ -53,8 +59,10 @@ class Publisher(_Sender):
 
     _ROLE = "publisher"
 
-    def __init__(self, *, context: zmq.Context[Any] | None = None) -> None:
-        super().__init__(zmq.PUB, context)
+    def __init__(
+        self, *, context: zmq.Context[Any] | None = None, curve: CurveKeys | None = None
+    ) -> None:
+        super().__init__(zmq.PUB, context, curve)
 
 
 class Pusher(_Sender):
@@ -68,8 +76,10 @@ class Pusher(_Sender):
 
     _ROLE = "pusher"
 
-    def __init__(self, *, context: zmq.Context[Any] | None = None) -> None:
-        super().__init__(zmq.PUSH, context)
+    def __init__(
+        self, *, context: zmq.Context[Any] | None = None, curve: CurveKeys | None = None
+    ) -> None:
+        super().__init__(zmq.PUSH, context, curve)
 
 
 class _Receiver(ReceiverPump[gevent.Greenlet]):
@@ -78,9 +88,15 @@ class _Receiver(ReceiverPump[gevent.Greenlet]):
     _DRIVER = "green"
 
     def __init__(
-        self, sock: Any, obj: object, *, threaded: bool, max_message_size: int | None
+        self,
+        sock: Any,
+        obj: object,
+        *,
+        threaded: bool,
+        max_message_size: int | None,
+        curve: CurveKeys | None,
     ) -> None:
-        super().__init__(sock, obj, max_message_size=max_message_size)
+        super().__init__(sock, obj, max_message_size=max_message_size, curve=curve)
         self._threads: gevent.threadpool.ThreadPool | None = (
             gevent.get_hub().threadpool if threaded else None
         )
@@ -145,11 +161,14 @@ class Subscriber(_Receiver):
         threaded: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         sock = green_socket(zmq.SUB, context)
         # Every payload starts with the same header bytes: topics cannot filter (spec 12).
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-        super().__init__(sock, obj, threaded=threaded, max_message_size=max_message_size)
+        super().__init__(
+            sock, obj, threaded=threaded, max_message_size=max_message_size, curve=curve
+        )
 
 
 class Puller(_Receiver):
@@ -165,10 +184,12 @@ class Puller(_Receiver):
         threaded: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         super().__init__(
             green_socket(zmq.PULL, context),
             obj,
             threaded=threaded,
             max_message_size=max_message_size,
+            curve=curve,
         )

@@ -11,6 +11,7 @@ import gevent.event
 import gevent.threadpool
 import zmq
 
+from .._curve import CurveServerKeys
 from .._errors import LostRemote
 from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
@@ -29,6 +30,9 @@ class Server(ServerPump[gevent.Greenlet]):
     heartbeats; with ``threaded=True`` methods run in gevent's thread pool instead, and the
     hub keeps heartbeating while they work (CPU-bound Python code still shares the GIL,
     which switches every few milliseconds, plenty for a heartbeat every few seconds).
+
+    ``curve`` makes the server a CurveZMQ server (encrypted, and with
+    ``authorized_clients`` only listed clients admitted; see ``rpccore.CurveServerKeys``).
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class Server(ServerPump[gevent.Greenlet]):
         threaded: bool = False,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context[Any] | None = None,
+        curve: CurveServerKeys | None = None,
     ) -> None:
         super().__init__(
             green_socket(zmq.ROUTER, context),
@@ -47,6 +52,7 @@ class Server(ServerPump[gevent.Greenlet]):
             name=name,
             heartbeat=heartbeat,
             max_message_size=max_message_size,
+            curve=curve,
         )
         self._threads: gevent.threadpool.ThreadPool | None = (
             gevent.get_hub().threadpool if threaded else None

@@ -18,6 +18,7 @@ from gateway.config import (
     Config,
     ConfigError,
     CorsConfig,
+    CurveConfig,
     DocsAccess,
     EnvSecret,
     FileSecret,
@@ -35,6 +36,7 @@ from gateway.config import (
     load_config,
     parse_config,
 )
+from rpccore import CurveKeyError, curve_keypair
 
 ENDPOINTS = "tcp://host:port, ipc://path or inproc://name"
 
@@ -698,3 +700,170 @@ def test_service_safe_methods_and_route_parts() -> None:
         "get_user",
         ("org", "user_id"),
     )
+
+
+# -- services.NAME.curve: CurveZMQ between the gateway and the backends ----------------------
+
+CURVE_PUBLIC, CURVE_SECRET = curve_keypair()  # a real pair: the keys are checked
+CLIENT_PUBLIC, CLIENT_SECRET = curve_keypair()
+
+
+@pytest.mark.parametrize(
+    ("curve", "expected"),
+    [
+        (f'{{server_key: "{CURVE_PUBLIC}"}}', CurveConfig(server_key=CURVE_PUBLIC)),
+        (
+            f'{{server_key: "{CURVE_PUBLIC}", secret_key: env:ZG_CURVE, '
+            f'public_key: "{CLIENT_PUBLIC}"}}',
+            CurveConfig(
+                server_key=CURVE_PUBLIC,
+                secret_key=EnvSecret("ZG_CURVE"),
+                public_key=CLIENT_PUBLIC,
+            ),
+        ),
+        (
+            "{server_key: 'file:/etc/zerogate/backend.pub', secret_key: 'file:/etc/zg/gw.key'}",
+            CurveConfig(
+                server_key=FileSecret(Path("/etc/zerogate/backend.pub")),
+                secret_key=FileSecret(Path("/etc/zg/gw.key")),
+            ),
+        ),
+        ("{server_key: 'env:BACKEND_PUB'}", CurveConfig(server_key=EnvSecret("BACKEND_PUB"))),
+        ("null", None),
+    ],
+)
+def test_curve_values(curve: str, expected: CurveConfig | None) -> None:
+    assert parse_config(CALC + f"    curve: {curve}\n").services["calc"].curve == expected
+
+
+def test_a_service_without_curve_is_plain() -> None:
+    assert parse_config(CALC).services["calc"].curve is None
+
+
+CURVE_PROBLEMS = [
+    (
+        f'    curve: {{server_key: "{CURVE_PUBLIC}", secret: env:K}}\n',
+        "line 4: services.calc.curve.secret: unknown key (did you mean 'secret_key'?)",
+    ),
+    (
+        "    curve: {server_key: abc}\n",
+        "line 4: services.calc.curve.server_key: "
+        "expected a public key (40 Z85 characters), file:PATH or env:NAME, got 'abc'",
+    ),
+    (
+        "    curve: {server_key: '" + "~" * 40 + "'}\n",
+        "line 4: services.calc.curve.server_key: "
+        f"expected a public key (40 Z85 characters), file:PATH or env:NAME, got '{'~' * 40}'",
+    ),
+    (
+        f'    curve:\n      server_key: "{CURVE_PUBLIC}"\n      secret_key: env:K\n'
+        f'      public_key: "{CURVE_PUBLIC[:-1]}"\n',
+        "line 7: services.calc.curve.public_key: "
+        f"expected a public key (40 Z85 characters), file:PATH or env:NAME, "
+        f"got '{CURVE_PUBLIC[:-1]}'",
+    ),
+    (
+        "    curve: {server_key: 'env:1BAD'}\n",
+        "line 4: services.calc.curve.server_key: "
+        "expected a public key (40 Z85 characters), file:PATH or env:NAME, got 'env:1BAD'",
+    ),
+    (
+        "    curve: {secret_key: env:K}\n",
+        "line 4: services.calc.curve.server_key: "
+        "required (the backends' public key: Z85 text, file:PATH or env:NAME)",
+    ),
+    (
+        f'    curve: {{server_key: "{CURVE_PUBLIC}", public_key: "{CLIENT_PUBLIC}"}}\n',
+        "line 4: services.calc.curve.public_key: "
+        "needs secret_key: it is the public half of the gateway's secret key",
+    ),
+    ("    curve: 5\n", "line 4: services.calc.curve: expected a mapping, got 5"),
+]
+
+
+@pytest.mark.parametrize(("lines", "problem"), CURVE_PROBLEMS)
+def test_curve_problems_name_file_line_and_key(lines: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CALC + lines, "zerogate.yaml")
+    assert caught.value.problems == (f"zerogate.yaml {problem}",)
+
+
+@pytest.mark.parametrize("secret", [CLIENT_SECRET, "s3cr3t", "file:"])
+def test_a_literal_curve_secret_key_is_refused_and_never_echoed(secret: str) -> None:
+    text = CALC + f'    curve:\n      server_key: "{CURVE_PUBLIC}"\n      secret_key: "{secret}"\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "zerogate.yaml")
+    assert caught.value.problems == (
+        "zerogate.yaml line 6: services.calc.curve.secret_key: "
+        "expected env:NAME or file:PATH (a secret key is never written in the config)",
+    )
+    assert CLIENT_SECRET not in str(caught.value)
+
+
+def test_curve_key_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "zerogate.yaml"
+    path.write_text(
+        CALC + "    curve: {server_key: 'file:keys/backend.pub', secret_key: 'file:gw.key'}\n",
+        encoding="utf-8",
+    )
+    curve = load_config(path).services["calc"].curve
+    assert curve == CurveConfig(
+        server_key=FileSecret(tmp_path / "keys" / "backend.pub"),
+        secret_key=FileSecret(tmp_path / "gw.key"),
+    )
+
+
+def test_curve_client_keys_reads_the_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "backend.pub").write_text(f"# the backend\n{CURVE_PUBLIC}\n", encoding="utf-8")
+    monkeypatch.setenv("ZG_GATEWAY_KEY", CLIENT_SECRET)
+    curve = CurveConfig(
+        server_key=FileSecret(tmp_path / "backend.pub"),
+        secret_key=EnvSecret("ZG_GATEWAY_KEY"),
+        public_key=CLIENT_PUBLIC,
+    )
+    keys = curve.client_keys("services.calc.curve")
+    assert (keys.server_key, keys.public_key, keys.secret_key) == (
+        CURVE_PUBLIC,
+        CLIENT_PUBLIC,
+        CLIENT_SECRET,
+    )
+    # Without a secret key, a new pair each time.
+    fresh = CurveConfig(server_key=CURVE_PUBLIC).client_keys()
+    assert fresh.server_key == CURVE_PUBLIC
+    assert fresh.public_key != CurveConfig(server_key=CURVE_PUBLIC).client_keys().public_key
+
+
+@pytest.mark.parametrize(
+    ("curve", "message"),
+    [
+        (
+            CurveConfig(server_key=CURVE_PUBLIC, secret_key=EnvSecret("ZG_UNSET_CURVE_KEY")),
+            "services.calc.curve.secret_key: the environment variable ZG_UNSET_CURVE_KEY is "
+            "not set",
+        ),
+        (
+            CurveConfig(server_key=FileSecret(Path("/nonexistent/backend.pub"))),
+            "services.calc.curve.server_key: cannot read the key file "
+            "/nonexistent/backend.pub: No such file or directory",
+        ),
+        (
+            CurveConfig(
+                server_key=CURVE_PUBLIC,
+                secret_key=EnvSecret("ZG_CURVE_KEY"),
+                public_key=CURVE_PUBLIC,
+            ),
+            "services.calc.curve: client public_key is not the public half of its secret_key",
+        ),
+    ],
+)
+def test_curve_client_keys_problems(
+    monkeypatch: pytest.MonkeyPatch, curve: CurveConfig, message: str
+) -> None:
+    monkeypatch.delenv("ZG_UNSET_CURVE_KEY", raising=False)
+    monkeypatch.setenv("ZG_CURVE_KEY", CLIENT_SECRET)
+    with pytest.raises(CurveKeyError) as caught:
+        curve.client_keys("services.calc.curve")
+    assert str(caught.value) == message
+    assert CLIENT_SECRET not in str(caught.value)
