@@ -6,17 +6,17 @@ backend, an rpccore.aio server in this process, over loopback TCP.
 from __future__ import annotations
 
 import asyncio
-import functools
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
 import yaml
+from async_support import run_async
 
 from gateway import keys_command
 from gateway.config import CurveConfig, EnvSecret, ServiceConfig, parse_config
@@ -27,26 +27,8 @@ from rpccore.aio import Server, stream
 
 HB = 0.2
 SLACK = 1.0
-TEST_TIMEOUT = 20.0
 SERVER_PUBLIC, SERVER_SECRET = curve_keypair()
 GATEWAY_PUBLIC, GATEWAY_SECRET = curve_keypair()
-
-P = ParamSpec("P")
-
-
-def run_async(func: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        errors: list[dict[str, Any]] = []
-
-        async def main() -> None:
-            asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
-            await asyncio.wait_for(func(*args, **kwargs), TEST_TIMEOUT)
-
-        asyncio.run(main())
-        assert not errors, f"background errors: {errors}"
-
-    return wrapper
 
 
 class Calc:

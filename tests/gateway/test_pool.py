@@ -8,13 +8,13 @@ dependency: ``run_async`` runs each ``async def`` test with ``asyncio.run``, bou
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, ParamSpec
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import zmq.asyncio
+from async_support import run_async
 
 from gateway.config import ServiceConfig
 from gateway.pool import (
@@ -32,27 +32,7 @@ from rpccore.aio import Server
 HB = 0.2  # heartbeat of every server and pool here
 SLACK = 1.0  # added to every time bound, for a loaded two-core machine
 DOWN_WITHIN = 4 * HB + SLACK  # a probe: up to one period asleep, then two periods to fail
-TEST_TIMEOUT = 15.0
 LOOPBACK = "tcp://127.0.0.1:*"
-
-P = ParamSpec("P")
-
-
-def run_async(func: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an ``async def`` test with ``asyncio.run``; errors handed to the loop fail it."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        errors: list[dict[str, Any]] = []
-
-        async def main() -> None:
-            asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
-            await asyncio.wait_for(func(*args, **kwargs), TEST_TIMEOUT)
-
-        asyncio.run(main())
-        assert not errors, f"background errors: {errors}"
-
-    return wrapper
 
 
 @pytest.fixture(autouse=True)
