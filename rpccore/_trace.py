@@ -9,8 +9,8 @@ context, so the same variable serves both drivers.
 
 from __future__ import annotations
 
-import binascii
 import os
+import random
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -22,10 +22,18 @@ _SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
 _TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
+_generator = random.Random(random.SystemRandom().getrandbits(128))
+_random_bits = _generator.getrandbits
+# A forked child must not repeat its parent's ids.
+os.register_at_fork(after_in_child=lambda: _generator.seed(random.SystemRandom().getrandbits(128)))
 
 
 def _hex(nbytes: int) -> str:
-    return binascii.hexlify(os.urandom(nbytes)).decode()
+    # Trace and span ids must be unique, not secret (W3C asks for random, not unguessable):
+    # the Mersenne Twister, seeded from os.urandom at import, costs no system call per id,
+    # where os.urandom costs one (three per gateway request). Never all zeros (invalid).
+    value = _random_bits(nbytes * 8) or 1
+    return f"{value:0{nbytes * 2}x}"
 
 
 @dataclass(frozen=True, slots=True)

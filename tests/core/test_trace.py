@@ -209,3 +209,19 @@ def test_metadata_never_replaces_the_protocol_keys() -> None:
     assert event.header["message_id"] == cid
     assert event.header["v"] == 3
     assert event.header["caller"] == "me"
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write one id and leave at once
+        os.write(write, TraceContext.new_root().trace_id.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child_id = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child_id) == 32
+    assert child_id != TraceContext.new_root().trace_id
