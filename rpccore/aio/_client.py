@@ -124,6 +124,8 @@ class Client(ClientPump[_Pending]):
         if endpoints is not None:
             self.connect(endpoints)
 
+    _defer_flush = True  # see ClientPump: one I/O-thread wake-up per loop turn
+
     def __repr__(self) -> str:
         return f"<aio.Client {self._client!r}>"
 
