@@ -33,7 +33,7 @@ from gateway.problems import PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAUTHENTICA
 from gateway.responses import problem_response
 from rpccore import call_metadata
 
-from .ratelimit import RateLimiter, address_key, token_key
+from .ratelimit import MemoryRateLimiter, RateLimiter, address_key, token_key
 from .store import StoreError
 from .tokens import display_prefix
 from .verify import TokenRejected, TokenVerifier
@@ -133,7 +133,7 @@ class AuthGate:
         config: AuthConfig,
         verifier: TokenVerifier,
         limiter: RateLimiter,
-        failures: RateLimiter,
+        failures: MemoryRateLimiter,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -171,6 +171,13 @@ class AuthGate:
                 detail += " (tokens in the query string are not accepted)"
             self._refused(scope, info, "no credentials", None)
             raise unauthenticated(detail)
+        # An address out of failures is refused before its guess is checked: a guesser learns
+        # nothing more until its bucket refills (users behind the same address wait too).
+        address = address_key(_client_address(scope))
+        wait = self.failures.retry_after(address)
+        if wait:
+            self._refused(scope, info, "too many failures from this address", presented)
+            raise _too_many_failures(wait)
         if found.conflict:
             self._refused(scope, info, "conflicting credentials", presented)
             raise Problem(
@@ -183,7 +190,7 @@ class AuthGate:
             token = await self.verifier.verify(presented)
         except TokenRejected as rejected:
             self._refused(scope, info, rejected.reason.value, presented)
-            await self._count_failure(scope)
+            await self.failures.hit(address)
             raise unauthenticated(f"the token is not valid: {rejected}", "invalid_token") from None
         except StoreError as exc:
             log.error("token store unavailable (trace_id %s): %s", info.trace.trace_id, exc)
@@ -205,30 +212,32 @@ class AuthGate:
                 code=RESOURCE_EXHAUSTED,
             )
 
-    async def _count_failure(self, scope: Scope) -> None:
-        """Failed authentications are limited per address: guessing is slowed down."""
-        client = scope.get("client")
-        decision = await self.failures.hit(address_key(client[0] if client else "unknown"))
-        if not decision.allowed:
-            raise Problem(
-                429,
-                "too many failed authentications from this address",
-                code=RESOURCE_EXHAUSTED,
-                headers={"Retry-After": str(decision.retry_after_seconds)},
-            )
-
     @staticmethod
     def _refused(scope: Scope, info: RequestInfo, reason: str, presented: str | None) -> None:
         client = scope.get("client")
         log.warning(
-            "refused %s %s: %s (token %s, address %s, trace_id %s)",
+            "refused %s %r: %s (token %s, address %s, trace_id %s)",
             scope["method"],
-            scope["path"][:200],
+            scope["path"][:200],  # %r: a path with CR/LF in it cannot forge log lines
             reason,
             _shown(presented),
             client[0] if client else "?",
             info.trace.trace_id,
         )
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def _too_many_failures(wait: int) -> Problem:
+    return Problem(
+        429,
+        "too many failed authentications from this address",
+        code=RESOURCE_EXHAUSTED,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def _shown(presented: str | None) -> str:

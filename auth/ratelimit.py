@@ -296,6 +296,17 @@ class MemoryRateLimiter:
             buckets.move_to_end(key)
         return bucket.take(now, rate, burst, cost)
 
+    def retry_after(self, key: str) -> int:
+        """Seconds until ``key`` may take one call (0: now), without taking or creating
+        anything: a key with no bucket has a full one."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0
+        tokens = bucket.tokens + (self._clock() - bucket.updated_at) * self.rate
+        if tokens + _EPSILON >= 1:
+            return 0
+        return _seconds((1 - tokens) / self.rate) or 1
+
     def _make_room(self, now: float) -> None:
         buckets = self._buckets
         # Two per new key, so that idle buckets go faster than new ones come.

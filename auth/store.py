@@ -317,7 +317,11 @@ class SqliteTokenStore:
     def _open(self) -> sqlite3.Connection:
         try:
             # Made by us, so only its owner can read it (sqlite would use the umask).
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # O_EXCL: never open (and so close) a file SQLite may hold already: closing any
+            # descriptor of a file drops this process's POSIX locks on it, SQLite's included.
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
         except OSError as exc:
             reason = (exc.strerror or str(exc)).lower()
             raise StoreError(f"cannot create the token store {self.path}: {reason}") from None

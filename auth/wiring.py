@@ -26,7 +26,7 @@ class Door:
     store: TokenStore
     verifier: TokenVerifier
     limiter: RateLimiter  # per token
-    failures: RateLimiter  # failed authentications, per client address
+    failures: MemoryRateLimiter  # failed authentications, per client address
 
     @classmethod
     def from_config(cls, config: Config) -> Door:

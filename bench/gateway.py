@@ -17,6 +17,10 @@ What runs (every process its own, all on 127.0.0.1, fresh in every round):
 * the backend: an ``rpccore.green`` ``Server`` with ``add(a, b)`` and a stream ``big(n)``
   of ``n`` str items of 64 KiB (ASCII letters: valid UTF-8 that JSON copies unescaped);
 * ``ours``: ``zerogate serve -c CONFIG`` (service ``calc`` -> the backend);
+* ``auth``: ours a second time with ``auth.mode: token``: a secret in a file, a SQLite token
+  store holding one token of scope ``*:*``, and a rate limit so high it never refuses
+  (``per_token: 1000000/s, burst: 1000000``, in memory). Its wrk script sends
+  ``Authorization: Bearer <token>``; it is checked to refuse a request without one;
 * ``naive``: Flask on gevent's ``WSGIServer`` (monkey-patched), ``POST /rpc/<service>/
   <method>`` -> one shared zerorpc 0.6.3 ``Client`` -> ``jsonify``; its listening socket has
   ``TCP_NODELAY``, which Linux copies to every accepted socket (the child checks this at
@@ -25,7 +29,7 @@ What runs (every process its own, all on 127.0.0.1, fresh in every round):
   (uvloop, httptools, no access log): the HTTP stack alone, the ceiling;
 * ``direct``: an ``rpccore.aio`` client on uvloop calling the backend directly.
 
-The three gateways are pinned to the first CPU, everything else (backend, wrk, curl, the
+The four gateways are pinned to the first CPU, everything else (backend, wrk, curl, the
 direct client) to the second, with ``os.sched_setaffinity`` in our children and
 ``taskset`` for the commands. Ports are chosen by binding port 0.
 
@@ -49,12 +53,14 @@ Measurements, per round:
 
 Reading the output: a line per round as it is measured, then the medians over the rounds
 (ratios: the median of the per-round ratios), then the targets with PASS/FAIL. Targets:
-at 64 connections ours >= 3x naive's req/s and >= 35% of Starlette's; at 1 connection
-ours adds <= 250 us of p50 latency over a direct call; the stream's RSS growth <= 100 MiB
-(the worst round). As in ``bench/rpc.py``, a missed target prints FAIL but the exit status
-stays 0; it is 1 when a process cannot start, or when ours cannot start (the others are
-still measured, and its targets are n/a), 130 on Ctrl-C. ``--without-ours`` measures the
-naive gateway and Starlette alone, on purpose (exit status 0).
+at 64 connections ours >= 3x naive's req/s and >= 35% of Starlette's; key auth plus rate
+limiting (``auth``) keeps >= 90% of ours' req/s (Kong reports losing about 24% to the same
+pair of plugins); at 1 connection ours adds <= 250 us of p50 latency over a direct call;
+the stream's RSS growth <= 100 MiB (the worst round). As in ``bench/rpc.py``, a missed
+target prints FAIL but the exit status stays 0; it is 1 when a process cannot start, or
+when ours cannot start (the others are still measured, and its targets are n/a; likewise
+when ours with auth cannot), 130 on Ctrl-C. ``--without-ours`` measures the naive gateway
+and Starlette alone, on purpose (exit status 0).
 
 Processes: every child is stopped by PID (SIGTERM, then SIGKILL) at the end of its round,
 on errors and on Ctrl-C, and dies with the parent if it is killed (PR_SET_PDEATHSIG;
@@ -112,13 +118,19 @@ READY_TIMEOUT: Final = 30.0
 BUSY_WARNING: Final = 0.10  # others' share of a CPU before a round that gets a warning
 WARM_CALLS: Final = 200
 
-GATEWAYS: Final = ("ours", "naive", "starlette")
-EXPECTED: Final[dict[str, object]] = {"ours": 3, "naive": 3, "starlette": {"result": 3}}
+GATEWAYS: Final = ("ours", "auth", "naive", "starlette")
+EXPECTED: Final[dict[str, object]] = {
+    "ours": 3,
+    "auth": 3,
+    "naive": 3,
+    "starlette": {"result": 3},
+}
 CONNECTIONS: Final = (64, 1)
 
 TARGET_VS_NAIVE: Final = 3.0
 TARGET_VS_STARLETTE: Final = 0.35
 TARGET_ADDED_US: Final = 250.0
+TARGET_AUTH: Final = 0.90  # auth on / auth off, req/s at 64 connections
 MEM_LIMIT_MIB: Final = 100.0
 
 # The request of every wrk connection, and wrk's own counters as one JSON line at the end
@@ -150,6 +162,14 @@ services:
   {service}:
     endpoints: [{endpoint}]
     timeout: {timeout}
+"""
+# Added for ``auth``: paths are relative to the config file, next to it in the temp folder.
+AUTH_CONFIG: Final = """\
+auth:
+  mode: token
+  store: sqlite:///tokens.db
+  secret: file:secret
+rate_limit: {per_token: 1000000/s, burst: 1000000, store: memory}
 """
 
 
@@ -333,18 +353,42 @@ class Setup:
     env: dict[str, str]
     zerogate: Path | None  # None: ours is not measured (why: ``without_ours``)
     without_ours: str = ""
-    wrk_script: Path = field(init=False)
+    token: str | None = None  # of ``auth``; None: it is not measured (why: ``without_auth``)
+    without_auth: str = ""
+    wrk_scripts: dict[str, Path] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.wrk_script = self.tmp / "call.lua"
-        self.wrk_script.write_text(WRK_SCRIPT)
+        self.write_scripts()
+
+    def write_scripts(self) -> None:
+        """wrk's script of each gateway (again once ``token`` is known)."""
+        self.wrk_scripts = {}
+        for name in GATEWAYS:
+            headers = self.headers(name)
+            script = self.tmp / f"call-{name}.lua"
+            lines = [f'wrk.headers["{key}"] = "{value}"\n' for key, value in headers.items()]
+            script.write_text(WRK_SCRIPT + "".join(lines))
+            self.wrk_scripts[name] = script
+
+    def headers(self, name: str) -> dict[str, str]:
+        """The request headers of ``name`` beyond the content type: ``auth`` sends a token."""
+        return {"Authorization": f"Bearer {self.token}"} if name == "auth" and self.token else {}
 
     def gateways(self) -> tuple[str, ...]:
-        return GATEWAYS if self.zerogate is not None else GATEWAYS[1:]
+        return tuple(
+            name
+            for name in GATEWAYS
+            if not (name == "ours" and self.zerogate is None)
+            and not (name == "auth" and (self.zerogate is None or self.token is None))
+        )
 
     def drop_ours(self, why: str) -> None:
         print(f"  ! ours cannot run: {why}\n  ! measuring naive and Starlette only", flush=True)
         self.zerogate, self.without_ours = None, why
+
+    def drop_auth(self, why: str) -> None:
+        print(f"  ! ours with auth cannot run: {why}\n  ! measuring the others", flush=True)
+        self.token, self.without_auth = None, why
 
 
 @dataclass
@@ -352,6 +396,7 @@ class Gateway:
     name: str
     child: Child
     port: int
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     @property
     def pid(self) -> int:
@@ -397,16 +442,43 @@ def find_zerogate() -> tuple[Path | None, str]:
     return path, ""
 
 
-def start_ours(setup: Setup, endpoint: str) -> Gateway:
+def start_ours(setup: Setup, endpoint: str, name: str = "ours") -> Gateway:
+    """``zerogate serve``; as ``auth``, with token auth on (see ``prepare_auth``)."""
     assert setup.zerogate is not None
     port = free_port()
     config = setup.tmp / f"zerogate-{port}.yaml"
-    config.write_text(
-        CONFIG.format(host=HOST, port=port, service=SERVICE, endpoint=endpoint, timeout=STALL)
-    )
+    text = CONFIG.format(host=HOST, port=port, service=SERVICE, endpoint=endpoint, timeout=STALL)
+    config.write_text(text + (AUTH_CONFIG if name == "auth" else ""))
     argv = [*pinned(setup.gateway_cpu), str(setup.zerogate), "serve", "-c", str(config)]
     argv += ["--host", HOST, "--port", str(port)]
-    return Gateway("ours", Child("ours", argv, setup.tmp, setup.env, json_lines=False), port)
+    child = Child(name, argv, setup.tmp, setup.env, json_lines=False)
+    return Gateway(name, child, port, setup.headers(name))
+
+
+def prepare_auth(setup: Setup) -> str:
+    """What ``auth`` needs in the temp folder: a secret (mode 0600) and a SQLite token store
+    with one token of scope ``*:*``, made by ``zerogate token create`` and returned. Made
+    once, used by every round. (Not with the store API here: in this process ``gateway``
+    is this file, which hides the package of that name.)"""
+    import secrets
+
+    assert setup.zerogate is not None
+    fd = os.open(setup.tmp / "secret", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48) + "\n")
+    config = setup.tmp / "zerogate-auth.yaml"
+    # Only auth matters to `zerogate token`; the rest is a placeholder that is never served.
+    placeholder = f"tcp://{HOST}:1"
+    text = CONFIG.format(host=HOST, port=1, service=SERVICE, endpoint=placeholder, timeout=STALL)
+    config.write_text(text + AUTH_CONFIG)
+    argv = [str(setup.zerogate), "token", "create", "-c", str(config)]
+    argv += ["--name", "bench", "--scope", "*:*"]
+    proc = subprocess.run(
+        argv, check=False, capture_output=True, text=True, timeout=READY_TIMEOUT, env=setup.env
+    )
+    if proc.returncode != 0:
+        raise ChildError(f"zerogate token create: {proc.stderr.strip()[-300:]}")
+    return proc.stdout.strip()
 
 
 def allowed_cpus(pid: int) -> str:
@@ -416,13 +488,20 @@ def allowed_cpus(pid: int) -> str:
     return "?"
 
 
-def post(port: int, path: str, body: str, timeout: float = STALL) -> tuple[int, str, bytes]:
+def post(
+    port: int,
+    path: str,
+    body: str,
+    timeout: float = STALL,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str, bytes]:
     """One POST with a JSON body: (status, content type, body)."""
     import http.client  # not at the top: it imports ssl, which gevent wants to patch first
 
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        conn.request("POST", path, body=body, headers=sent)
         response = conn.getresponse()
         return response.status, response.getheader("Content-Type", ""), response.read()
     finally:
@@ -444,7 +523,7 @@ def wait_answering(gateway: Gateway) -> None:
                 f"{gateway.child.log_tail()}"
             )
         try:
-            status, _, body = post(gateway.port, CALL_PATH, CALL_BODY)
+            status, _, body = post(gateway.port, CALL_PATH, CALL_BODY, headers=gateway.headers)
         except OSError as exc:
             last = f"{type(exc).__name__}: {exc}"
         else:
@@ -456,6 +535,13 @@ def wait_answering(gateway: Gateway) -> None:
                 break
         time.sleep(0.1)
     raise ChildError(f"{gateway.name} did not answer {CALL_PATH} right: {last}")
+
+
+def check_refuses(gateway: Gateway) -> None:
+    """``auth`` must refuse a request without its token: else it measures nothing new."""
+    status, _, body = post(gateway.port, CALL_PATH, CALL_BODY)
+    if status != 401:
+        raise ChildError(f"{gateway.name} answered {status} without a token: {body[:200]!r}")
 
 
 def cpu_busy(seconds: float = 0.5) -> dict[int, float]:
@@ -526,7 +612,7 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 def run_wrk(setup: Setup, gateway: Gateway, connections: int, seconds: int) -> dict[str, Any]:
     argv = [*pinned(setup.load_cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-    argv += ["--latency", "-s", str(setup.wrk_script), gateway.url(CALL_PATH)]
+    argv += ["--latency", "-s", str(setup.wrk_scripts[gateway.name]), gateway.url(CALL_PATH)]
     try:
         proc = subprocess.run(
             argv, check=False, capture_output=True, text=True, timeout=seconds + 30
@@ -633,6 +719,17 @@ def start_gateways(setup: Setup, endpoint: str) -> dict[str, Gateway]:
             setup.drop_ours(str(exc))
         else:
             gateways["ours"] = ours
+    if "auth" in setup.gateways():
+        auth = start_ours(setup, endpoint, "auth")
+        try:
+            wait_answering(auth)
+            check_refuses(auth)
+            check_pinning("auth", auth.pid, setup.gateway_cpu)
+        except ChildError as exc:  # as for ours: the others are measured, the exit is 1
+            auth.child.stop()
+            setup.drop_auth(str(exc))
+        else:
+            gateways["auth"] = auth
     for child in (naive, bare):
         message = child.recv(timeout=READY_TIMEOUT)
         check_pinning(child.name, child.pid, setup.gateway_cpu)
@@ -723,8 +820,10 @@ ROWS: Final = (
 )
 
 
-def ratios(rounds: list[Values], metric: str, theirs: str) -> list[float | None]:
-    return [divide(v.get(metric, {}).get("ours"), v.get(metric, {}).get(theirs)) for v in rounds]
+def ratios(
+    rounds: list[Values], metric: str, theirs: str, mine: str = "ours"
+) -> list[float | None]:
+    return [divide(v.get(metric, {}).get(mine), v.get(metric, {}).get(theirs)) for v in rounds]
 
 
 def print_round(values: Values) -> None:
@@ -737,6 +836,8 @@ def print_round(values: Values) -> None:
                 f"  ours/naive {fmt_ratio(divide(rps['ours'], rps.get('naive')))}"
                 f"  ours/starlette {fmt_ratio(divide(rps['ours'], rps.get('starlette')))}"
             )
+        if "auth" in rps:
+            line += f"  auth/ours {fmt_percent(divide(rps['auth'], rps.get('ours')))}"
         print(line, flush=True)
     added = values["added@1"]
     print(
@@ -771,8 +872,14 @@ def summarize(rounds: list[Values]) -> dict[str, Any]:
         "vs_starlette@64": median(ratios(rounds, "rps@64", "starlette")),
         "vs_naive@1": median(ratios(rounds, "rps@1", "naive")),
         "vs_starlette@1": median(ratios(rounds, "rps@1", "starlette")),
+        "auth_vs_ours@64": median(ratios(rounds, "rps@64", "ours", mine="auth")),
+        "auth_vs_ours@1": median(ratios(rounds, "rps@1", "ours", mine="auth")),
         "mem_worst": worst(rounds, "mem_growth", "ours"),
     }
+
+
+def fmt_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def check(value: float | None, ok: bool) -> str:
@@ -783,8 +890,8 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
     size = f"{mem_mib // 1024} GiB" if mem_mib % 1024 == 0 else f"{mem_mib} MiB"
     med = summary["median"]
     header = (
-        f"{'metric (median of ' + str(rounds) + ')':<36}{'ours':>10}{'naive':>10}"
-        f"{'starlette':>11}{'ours/naive':>12}{'ours/starl.':>13}"
+        f"{'metric (median of ' + str(rounds) + ')':<36}{'ours':>10}{'ours+auth':>11}"
+        f"{'naive':>10}{'starlette':>11}{'ours/naive':>12}{'ours/starl.':>13}{'auth/ours':>11}"
     )
     print()
     print(header)
@@ -795,12 +902,14 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
         row = med[metric]
         line = (
             f"{title.format(size=size):<36}{fmt(row.get('ours'), digits):>10}"
+            f"{fmt(row.get('auth'), digits):>11}"
             f"{fmt(row.get('naive'), digits):>10}{fmt(row.get('starlette'), digits):>11}"
         )
         if metric.startswith("rps"):
             at = metric[3:]  # "@64"
             line += f"{fmt_ratio(summary['vs_naive' + at]):>12}"
             line += f"{fmt_ratio(summary['vs_starlette' + at]):>13}"
+            line += f"{fmt_percent(summary['auth_vs_ours' + at]):>11}"
         print(line)
     direct = med["direct_p50"]["direct"], med["direct_p99"]["direct"]
     print(
@@ -812,6 +921,7 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
         return
 
     vs_naive, vs_bare = summary["vs_naive@64"], summary["vs_starlette@64"]
+    auth = summary["auth_vs_ours@64"]
     added = med.get("added@1", {}).get("ours")
     mem = summary["mem_worst"]
     rows = [
@@ -826,6 +936,12 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
             "n/a" if vs_bare is None else f"{vs_bare:.0%}",
             f">= {TARGET_VS_STARLETTE:.0%}",
             check(vs_bare, vs_bare is not None and vs_bare >= TARGET_VS_STARLETTE),
+        ),
+        (
+            "64 conn req/s: auth on / auth off",
+            fmt_percent(auth),
+            f">= {TARGET_AUTH:.0%}",
+            check(auth, auth is not None and auth >= TARGET_AUTH),
         ),
         (
             "1 conn p50 added over a direct call",
@@ -848,7 +964,8 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
         print(f"{title:<40}{measured:>12}  {goal:<13}{result}")
     print(
         "\nratios are medians of the per-round ratios; added latency = ours' wrk -c1 p50 minus\n"
-        "a direct rpccore.aio call's p50 (same round); RSS growth = peak - before the stream."
+        "a direct rpccore.aio call's p50 (same round); RSS growth = peak - before the stream;\n"
+        "auth on / auth off: key auth plus rate limiting (Kong reports keeping about 76%)."
     )
 
 
@@ -889,6 +1006,12 @@ def parent_main(args: argparse.Namespace) -> int:
     )
     if zerogate is None and not args.without_ours:
         setup.drop_ours(why)
+    if zerogate is not None:
+        try:
+            setup.token = prepare_auth(setup)
+        except (ChildError, OSError, subprocess.TimeoutExpired) as exc:  # exit status 1
+            setup.drop_auth(str(exc))
+        setup.write_scripts()  # now with the token
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -929,6 +1052,8 @@ def parent_main(args: argparse.Namespace) -> int:
                 "load_cpu": load_cpu,
                 "ours": zerogate is not None,
                 "without_ours": setup.without_ours,
+                "auth": setup.token is not None,
+                "without_auth": setup.without_auth,
             },
             "rounds": [{"values": v, "raw": r} for v, r in zip(all_values, all_raw, strict=True)],
             "summary": summary,
@@ -937,6 +1062,9 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"raw results: {args.json}")
     if setup.without_ours and not args.without_ours:
         print(f"ours did not run: {setup.without_ours}", file=sys.stderr)
+        return 1
+    if setup.without_auth:
+        print(f"ours with auth did not run: {setup.without_auth}", file=sys.stderr)
         return 1
     return 0
 

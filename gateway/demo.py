@@ -1,13 +1,18 @@
 """``zerogate demo``: two demo services on loopback, the gateway in front of them, and what
 to try, printed.
 
-    zerogate demo [--port 8080]
+    zerogate demo [--port 8080] [--auth]
 
 The services (``gateway.demo_backends``) run in child processes of their own, ``calc`` on the
 gevent driver and ``inventory`` on the asyncio driver; each binds a free loopback port and
 tells us which. The gateway runs here under uvicorn on ``127.0.0.1:PORT``, from the embedded
 config ``DEMO_CONFIG``. Once it answers, a banner lists the URLs to open and curl lines to
 paste (the same lines the tests run).
+
+With ``--auth`` the gateway asks for tokens (``auth.mode: token``). Everything auth needs
+lives in a temporary folder for the demo's life, removed when it stops: a fresh server
+secret (``file:``, mode 0600) and a SQLite token store holding one token of scope ``*:*``.
+The banner shows that token once and every curl line sends it (``$TOKEN``).
 
 Ctrl-C or SIGTERM stops the gateway (requests in flight get ``shutdown_grace``), then each
 child by its PID. The children run in their own session, so a terminal's Ctrl-C reaches only
@@ -17,13 +22,20 @@ port in use is one line and exit 2.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import secrets
 import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from string import Template
 from typing import IO, Final
 
@@ -65,6 +77,15 @@ routes:
   - {method: POST, path: "/items/{sku}/reserve", call: inventory.reserve}
 """
 )
+# With --auth: paths relative to the demo's temporary folder.
+AUTH_CONFIG: Final = """\
+auth:
+  mode: token
+  store: sqlite:///tokens.db
+  secret: file:secret
+"""
+DEMO_SCOPE: Final = "*:*"
+TOKEN_VARIABLE: Final = "TOKEN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,44 +176,106 @@ def _close(pipe: IO[bytes] | None) -> None:
         pipe.close()
 
 
-def demo_config(port: int, endpoints: dict[str, str]) -> Config:
+def demo_config(port: int, endpoints: dict[str, str], auth: DemoAuth | None = None) -> Config:
     text = DEMO_CONFIG.substitute(host=DEMO_HOST, port=port, **endpoints)
-    return parse_config(text, "<zerogate demo config>")
+    if auth is None:
+        return parse_config(text, "<zerogate demo config>")
+    return parse_config(text + AUTH_CONFIG, "<zerogate demo config>", auth.folder)
 
 
-def try_lines(base: str) -> list[str]:
-    """The curl lines of the banner, each with what it shows as a shell comment."""
+@dataclass(frozen=True, slots=True)
+class DemoAuth:
+    """What ``--auth`` made: the folder holding the secret and the store, and the token."""
+
+    folder: Path
+    token: str
+
+
+def make_auth(folder: Path) -> DemoAuth:
+    """A new secret and token store in ``folder``, with one token of scope ``*:*``."""
+    # Imported here: a demo without --auth never needs the token stores (or redis).
+    from auth.secret import load_hasher  # noqa: PLC0415
+    from auth.store import SqliteTokenStore, StoreError, issue_token  # noqa: PLC0415
+
+    from .config import FileSecret  # noqa: PLC0415
+
+    secret = folder / "secret"
+    fd = os.open(secret, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48) + "\n")
+    hasher = load_hasher(FileSecret(secret))
+
+    async def issue() -> str:
+        # Closed before the gateway opens its own store on the file.
+        store = SqliteTokenStore(folder / "tokens.db")
+        try:
+            new = await issue_token(
+                store, hasher, name="zerogate demo", scopes=[DEMO_SCOPE], now=time.time()
+            )
+        finally:
+            await store.aclose()
+        return new.token
+
+    try:
+        return DemoAuth(folder, asyncio.run(issue()))
+    except StoreError as exc:
+        raise DemoError(f"cannot make the demo's token: {exc}") from None
+
+
+def try_lines(base: str, *, auth: bool = False) -> list[str]:
+    """The curl lines of the banner, each with what it shows as a shell comment; with
+    ``auth``, each sends the token of the shell variable ``$TOKEN``."""
     json = "-H 'content-type: application/json'"
+    token = f'-H "Authorization: Bearer ${TOKEN_VARIABLE}" ' if auth else ""
     return [
-        f"curl -s {json} -d '[1, 2]' {base}/rpc/calc/add   # a JSON array: positional args",
-        f"""curl -s {json} -d '{{"name": "PyCon"}}' {base}/rpc/calc/greet   # an object: named""",
-        f"curl -s '{base}/rpc/inventory/list_items?category=fruit'   # GET: a safe method",
-        f"curl -s {base}/items/apple   # a REST route (routes: in the config)",
-        f"curl -sN {json} -d '[5, 0.2]' {base}/rpc/calc/count   # a stream, as NDJSON",
-        f"curl -sN -H 'accept: text/event-stream' {json} -d '{{\"sku\": \"apple\"}}' "
+        f"curl -s {token}{json} -d '[1, 2]' {base}/rpc/calc/add   # a JSON array: positional args",
+        f'curl -s {token}{json} -d \'{{"name": "PyCon"}}\' {base}/rpc/calc/greet'
+        "   # an object: named args",
+        f"curl -s {token}'{base}/rpc/inventory/list_items?category=fruit'   # GET: a safe method",
+        f"curl -s {token}{base}/items/apple   # a REST route (routes: in the config)",
+        f"curl -sN {token}{json} -d '[5, 0.2]' {base}/rpc/calc/count   # a stream, as NDJSON",
+        f"curl -sN {token}-H 'accept: text/event-stream' {json} -d '{{\"sku\": \"apple\"}}' "
         f"{base}/rpc/inventory/watch   # a stream, as server-sent events",
-        f"curl -s {base}/items/unicorn   # an error: KeyError mapped to 404, problem+json",
+        f"curl -s {token}{base}/items/unicorn   # an error: KeyError mapped to 404, problem+json",
     ]
 
 
-def banner(base: str, backends: list[BackendProcess]) -> str:
+def banner(base: str, backends: list[BackendProcess], auth: DemoAuth | None = None) -> str:
     width = max(len(backend.spec.name) for backend in backends)
     services = [
         f"  {b.spec.name:<{width}}  {b.spec.driver:<23} {b.endpoint}  {b.spec.methods}"
         for b in backends
     ]
+    token = " (token)" if auth is not None else ""
+    lines = [
+        f"zerogate demo: the gateway is on {base}, in front of these services:",
+        *services,
+        "REST routes: GET /items, GET /items/{sku}, POST /items/{sku}/reserve",
+        "",
+        f"  {base}/docs          API docs: try every method from the browser",
+        f"  {base}/redoc         API reference",
+        f"  {base}/openapi.json  the OpenAPI 3.1 document",
+        f"  {base}/rpc           the catalog: services, methods, arguments, docs{token}",
+        f"  {base}/metrics       Prometheus metrics{token}",
+        f"  {base}/healthz       liveness",
+        "",
+    ]
+    if auth is not None:
+        lines += [
+            f"Auth is on: every request but /healthz, /readyz and the docs pages needs a token."
+            f" Here is one, of scope {DEMO_SCOPE} (in /docs: Authorize, then paste it):",
+            "",
+            f"  {TOKEN_VARIABLE}={auth.token}",
+            "",
+            "It is shown only here. The secret and the token store are in "
+            f"{auth.folder}, removed when the demo stops.",
+            "",
+        ]
     return "\n".join(
         [
-            f"zerogate demo: the gateway is on {base}, in front of these services:",
-            *services,
-            "REST routes: GET /items, GET /items/{sku}, POST /items/{sku}/reserve",
-            "",
-            f"  {base}/rpc        the catalog: services, methods, arguments, docs",
-            f"  {base}/metrics    Prometheus metrics",
-            f"  {base}/healthz    liveness",
-            "",
+            *lines,
             "Try:",
-            *(f"  {line}" for line in try_lines(base)),
+            *(f"  {line}" for line in try_lines(base, auth=auth is not None)),
             "",
             "Access log lines (JSON) follow. Ctrl-C stops.",
         ]
@@ -235,8 +318,9 @@ class Watcher:
                 shown = True
 
 
-def run_demo(port: int) -> int:
-    """Run the demo until SIGINT or SIGTERM; the exit status."""
+def run_demo(port: int, *, auth: bool = False) -> int:
+    """Run the demo until SIGINT or SIGTERM; the exit status. With ``auth``, the gateway
+    asks for tokens, and the banner shows one."""
     stop = StopSignals()
     stop.install()
     try:
@@ -248,9 +332,14 @@ def run_demo(port: int) -> int:
         )
         return EXIT_USAGE
     backends: list[BackendProcess] = []
-    with sock:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sock)
         try:
-            return _run(sock, backends, stop)
+            demo_auth = None
+            if auth:  # removed at the end, once the gateway has closed its store
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="zerogate-demo-"))
+                demo_auth = make_auth(Path(folder))
+            return _run(sock, backends, stop, demo_auth)
         except DemoError as exc:
             print(f"zerogate demo: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -259,11 +348,16 @@ def run_demo(port: int) -> int:
                 backend.stop()
 
 
-def _run(sock: socket.socket, backends: list[BackendProcess], stop: StopSignals) -> int:
+def _run(
+    sock: socket.socket,
+    backends: list[BackendProcess],
+    stop: StopSignals,
+    auth: DemoAuth | None,
+) -> int:
     port = sock.getsockname()[1]
     backends.extend(BackendProcess(spec) for spec in BACKENDS)
     endpoints = {b.spec.name: b.wait_endpoint(START_TIMEOUT) for b in backends}
-    config = demo_config(port, endpoints)
+    config = demo_config(port, endpoints, auth)
     if stop.requested.is_set():
         return EXIT_OK
     server = uvicorn.Server(
@@ -275,7 +369,8 @@ def _run(sock: socket.socket, backends: list[BackendProcess], stop: StopSignals)
             log_level="warning",  # the banner says what uvicorn's startup lines would
         )
     )
-    with Watcher(server, backends, banner(f"http://{DEMO_HOST}:{port}", backends)) as watcher:
+    text = banner(f"http://{DEMO_HOST}:{port}", backends, auth)
+    with Watcher(server, backends, text) as watcher:
         server.run(sockets=[sock])
     if watcher.failure is not None:
         print(f"zerogate demo: {watcher.failure}", file=sys.stderr)

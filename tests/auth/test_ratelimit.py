@@ -601,3 +601,17 @@ def test_redis_that_never_answers_costs_one_timeout_per_retry_interval() -> None
             await server.wait_closed()
 
     run(main())
+
+
+def test_retry_after_peeks_without_taking_or_creating() -> None:
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(rate=1.0, burst=2, clock=clock)
+    assert limiter.retry_after("addr:a") == 0
+    assert len(limiter) == 0  # a peek creates no bucket
+    run(limiter.hit("addr:a"))
+    run(limiter.hit("addr:a"))
+    assert limiter.retry_after("addr:a") == 1  # empty: one token in one second
+    assert limiter.retry_after("addr:a") == 1  # and peeking took nothing
+    clock.now += 1.0
+    assert limiter.retry_after("addr:a") == 0
+    assert run(limiter.hit("addr:a")).allowed

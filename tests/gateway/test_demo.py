@@ -1,6 +1,7 @@
 """``zerogate demo`` as a real process: it prints a banner, every curl line of the banner
 answers what it promises, and SIGINT or SIGTERM stops the gateway and every backend (exit 0).
-A backend that dies stops the demo with a message; a taken port is exit 2.
+A backend that dies stops the demo with a message; a taken port is exit 2. With ``--auth``
+the banner shows a token, every curl line needs it, and its folder goes when the demo stops.
 
 Every process here is started by the test (the demo starts the backends), on loopback, and
 stopped by its PID at the end; every wait is bounded.
@@ -29,6 +30,9 @@ STOP = 15.0
 CURL = "/usr/bin/curl"
 BANNER_END = "Ctrl-C stops."
 BASE = re.compile(r"the gateway is on (http://127\.0\.0\.1:\d+)")
+TOKEN_LINE = re.compile(r"^  TOKEN=(zgw_[0-9A-Za-z]+)$", re.MULTILINE)
+AUTH_FOLDER = re.compile(r"are in (/\S+), removed when the demo stops")
+TOKEN_OPTION = '-H "Authorization: Bearer $TOKEN" '
 
 
 def children(pid: int) -> list[int]:
@@ -56,11 +60,11 @@ def command_line(pid: int) -> list[str]:
 class Demo:
     """``zerogate demo --port PORT`` with its output in files."""
 
-    def __init__(self, where: Path, port: int = 0) -> None:
+    def __init__(self, where: Path, port: int = 0, *options: str) -> None:
         self.out_path, self.err_path = where / "demo.out", where / "demo.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+                [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), *options],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -104,6 +108,13 @@ class Demo:
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     running = Demo(tmp_path)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def auth_demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path, 0, "--auth")
     yield running
     running.close()
 
@@ -201,7 +212,7 @@ def test_every_curl_line_of_the_banner_answers_then_sigint_stops_everything(demo
             CHECKS[path_of(line, base)](body)
         except (AssertionError, ValueError, KeyError) as exc:
             pytest.fail(f"{line}\nanswered {body!r}: {exc!r}")
-    for page in ("/rpc", "/metrics", "/healthz"):
+    for page in ("/docs", "/redoc", "/openapi.json", "/rpc", "/metrics", "/healthz"):
         assert f"{base}{page} " in banner
         assert httpx.get(f"{base}{page}", timeout=10).status_code == 200
     catalog = httpx.get(f"{base}/rpc", timeout=10).json()
@@ -214,6 +225,40 @@ def test_every_curl_line_of_the_banner_answers_then_sigint_stops_everything(demo
     assert demo.process.wait(STOP) == 0
     assert wait_gone(demo.backends) == []
     assert demo.stderr[before:] == "zerogate demo: stopped\n"  # and no traceback
+
+
+def test_auth_demo_shows_a_token_that_every_curl_line_needs(auth_demo: Demo) -> None:
+    banner = auth_demo.wait_banner()
+    base_match, token_match = BASE.search(banner), TOKEN_LINE.search(banner)
+    folder_match = AUTH_FOLDER.search(banner)
+    assert base_match is not None
+    assert token_match is not None
+    assert folder_match is not None
+    base, token, folder = base_match[1], token_match[1], Path(folder_match[1])
+    assert banner.count(token) == 1  # shown once; the curl lines say $TOKEN
+    assert (folder / "secret").stat().st_mode & 0o777 == 0o600
+    lines = curl_lines(banner)
+    assert sorted(path_of(line, base) for line in lines) == sorted(CHECKS)
+    for line in lines:
+        assert TOKEN_OPTION in line
+        body = run_curl(line.replace("$TOKEN", token))
+        try:
+            CHECKS[path_of(line, base)](body)
+        except (AssertionError, ValueError, KeyError) as exc:
+            pytest.fail(f"{line}\nanswered {body!r}: {exc!r}")
+        refused = json.loads(run_curl(line.replace(TOKEN_OPTION, "")))
+        assert (refused["status"], refused["code"]) == (401, "unauthenticated"), line
+    bearer = {"Authorization": f"Bearer {token}"}
+    for page in ("/docs", "/redoc", "/openapi.json", "/healthz"):
+        assert httpx.get(f"{base}{page}", timeout=10).status_code == 200, page
+    for page in ("/rpc", "/metrics"):
+        assert httpx.get(f"{base}{page}", timeout=10).status_code == 401, page
+        assert httpx.get(f"{base}{page}", headers=bearer, timeout=10).status_code == 200, page
+
+    auth_demo.process.send_signal(signal.SIGINT)
+    assert auth_demo.process.wait(STOP) == 0
+    assert wait_gone(auth_demo.backends) == []
+    assert not folder.exists()  # the secret and the token store went with the demo
 
 
 def test_sigterm_stops_the_gateway_and_every_backend(demo: Demo) -> None:
