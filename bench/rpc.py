@@ -57,6 +57,12 @@ on between measurements. Every server binds 127.0.0.1 on a free port; every chil
 stopped by PID at the end of its round, on errors and on Ctrl-C, and dies with the
 parent (PR_SET_PDEATHSIG) if the parent is killed.
 
+``--tracing`` adds pairs with tracing on in both processes (``green+t``, ``aio+t``:
+``$ZEROGATE_COLLECTOR`` set, so each process emits one trace record per call and ships
+them) and a collector stand-in draining the records (a plain PULL socket, ``--role
+drain``); it prints the calls/s with tracing on over off, measured in the same round, for
+seq and inflight: the target is >= 0.85 (tracing costs at most 15%).
+
 ``--profile DIR`` runs every child under cProfile and writes ``DIR/<role>-<impl>-<pid>``
 ``.prof`` (servers dump when they are stopped, clients when they quit), then prints the
 top functions of each; combine it with ``--quick --only METRIC``. cProfile charges
@@ -128,13 +134,18 @@ class Pair:
     metrics: tuple[str, ...]
 
 
-PAIRS: Final = (
+PAIRS = (
     Pair("zerorpc", "zerorpc", "zerorpc", METRICS),
     Pair("green", "green", "green", METRICS),
     Pair("aio", "green", "aio", METRICS),
     Pair("aio-aio", "aio", "aio", METRICS),
     Pair("raw", "raw", "raw", ("seq", "inflight")),
 )
+TRACED_PAIRS: Final = (
+    Pair("green+t", "green+t", "green+t", ("seq", "inflight")),
+    Pair("aio+t", "green+t", "aio+t", ("seq", "inflight")),
+)
+TRACING_TARGET: Final = 0.85  # calls/s with tracing on over off
 OURS: Final = ("green", "aio")  # the pairs the targets apply to
 EXTRA: Final = ("aio-aio", "raw")  # informative: dropped for the rest of the run if they fail
 # Every call's timeout (to its first reply): a stalled measurement fails in seconds, not 30.
@@ -649,9 +660,28 @@ def run_aio_client(endpoint: str) -> None:
     asyncio.run(main())
 
 
+def run_drain() -> None:
+    """The collector stand-in: a PULL socket that unpacks and counts every batch."""
+    import msgpack
+    import zmq
+
+    context = zmq.Context()
+    sock = context.socket(zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    emit(ready_message(endpoint=f"tcp://127.0.0.1:{port}"))
+    records = 0
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        records += len(msgpack.unpackb(sock.recv()))
+
+
 def child_main(role: str, impl: str, cpu: int | None, endpoint: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     die_with_parent(int(os.environ["BENCH_PARENT"]))
+    if role == "drain":
+        run_drain()
+        return
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     if str(ROOT) not in sys.path:
@@ -688,6 +718,7 @@ class Setup:
     logs: Path
     env: dict[str, str]
     dropped: set[str] = field(default_factory=set)
+    collector: str | None = None  # --tracing: the drain's endpoint
 
     def failed(self, pair: Pair, metric: str, exc: Exception) -> None:
         print(f"  ! {metric} {pair.key}: {exc}", flush=True)
@@ -699,19 +730,26 @@ class Setup:
 
 
 def spawn(setup: Setup, role: str, impl: str, endpoint: str | None = None) -> Child:
+    """``impl`` may end in ``+t``: the child then runs with tracing on (``--tracing``)."""
     cpu = setup.server_cpu if role == "server" else setup.client_cpu
-    argv = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--impl", impl]
+    base, traced = impl.removesuffix("+t"), impl.endswith("+t")
+    argv = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--impl", base]
     if cpu is not None:
         argv += ["--cpu", str(cpu)]
     if endpoint is not None:
         argv += ["--endpoint", endpoint]
-    return Child(f"{role}-{impl}", argv, setup.logs, setup.env, quit_on_eof=role == "client")
+    env = setup.env
+    if traced:
+        assert setup.collector is not None
+        env = {**env, "ZEROGATE_COLLECTOR": setup.collector, "ZEROGATE_PROCESS_NAME": f"{role}"}
+    return Child(f"{role}-{impl}", argv, setup.logs, env, quit_on_eof=role == "client")
 
 
 RPCCORE: set[str] = set()  # where the children imported rpccore from
 
 
 def check_ready(child: Child, impl: str, message: dict[str, Any]) -> None:
+    impl = impl.removesuffix("+t")
     if message.get("rpccore"):
         RPCCORE.add(str(Path(message["rpccore"]).parent))
     wants_gevent = impl in ("zerorpc", "green")
@@ -962,6 +1000,28 @@ def print_table(summary: dict[str, dict[str, Any]], rounds: int, mem_mib: int) -
     )
 
 
+def print_tracing(summary: dict[str, dict[str, Any]], rounds: list[Values]) -> None:
+    """Calls/s with tracing on over off, per round (same round, same machine state)."""
+    print(f"\ntracing on / off (median of per-round ratios), target >= {TRACING_TARGET:g}")
+    for metric in ("seq", "inflight"):
+        if metric not in summary:
+            continue
+        cells = []
+        for key in ("green", "aio"):
+            per_round = [
+                (v.get(metric, {}).get(f"{key}+t"), v.get(metric, {}).get(key)) for v in rounds
+            ]
+            ratios = [on / off for on, off in per_round if on is not None and off]
+            med = summary[metric]["median"]
+            value = statistics.median(ratios) if ratios else None
+            verdict_text = "PASS" if value is not None and value >= TRACING_TARGET else "FAIL"
+            cells.append(
+                f"{key}: {fmt(med.get(key + '+t'), 0)} on / {fmt(med.get(key), 0)} off = "
+                f"{fmt_ratio(value)} {verdict_text}"
+            )
+        print(f"  {TITLES[metric]:<22} " + "   ".join(cells))
+
+
 def num(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
@@ -1043,6 +1103,13 @@ def parent_main(args: argparse.Namespace) -> int:
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    if args.tracing:
+        global PAIRS
+        PAIRS = (*PAIRS, *TRACED_PAIRS)
+        drain = spawn(setup, "drain", "raw")
+        setup.collector = drain.recv(timeout=30)["endpoint"]
+        print(f"tracing: collector stand-in (PULL drain) at {setup.collector}", flush=True)
+
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     started = time.monotonic()
@@ -1065,6 +1132,8 @@ def parent_main(args: argparse.Namespace) -> int:
         shutil.rmtree(logs, ignore_errors=True)
     summary = summarize(all_values)
     print_table(summary, rounds, mem_mib)
+    if args.tracing:
+        print_tracing(summary, all_values)
     if RPCCORE:
         print(f"rpccore: {', '.join(sorted(RPCCORE))}")
     print_cpu_table(all_raw)
@@ -1103,7 +1172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stream-items", type=int, help="items per stream (50000; 20000)")
     parser.add_argument("--mem-mib", type=int, help="size of the memory stream (1024; 256)")
     parser.add_argument("--profile", metavar="DIR", help="cProfile every child into DIR")
-    parser.add_argument("--role", choices=("server", "client"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tracing", action="store_true", help="also measure with tracing on (seq, inflight)"
+    )
+    parser.add_argument("--role", choices=("server", "client", "drain"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--impl", choices=("zerorpc", "green", "aio", "raw"), help=argparse.SUPPRESS
     )

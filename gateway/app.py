@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import rpccore.tracing
 from auth.gate import scoped_catalog, scoped_service
 from auth.wiring import Door
 from openapi.cache import DocumentCache
@@ -42,6 +43,7 @@ from .payloads import JSON, ResultFormat, encode_result
 from .problems import INTERNAL, Problem, not_found, unavailable
 from .registry import Registry
 from .responses import problem_response
+from .trace_views import CollectorSource, trace_routes
 
 log = logging.getLogger("zerogate.gateway")
 
@@ -61,12 +63,17 @@ class Gateway:
         )
         self.endpoints = RpcEndpoints(self.registry, config.gateway)
         self.document = DocumentCache.for_registry(self.registry, config)
+        query = config.tracing.query
+        self.trace_source = CollectorSource(query) if query is not None else None
 
     def __repr__(self) -> str:
         return f"<Gateway {self.registry!r}>"
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        collector = self.config.tracing.collector
+        if collector is not None and not rpccore.tracing.is_enabled():
+            rpccore.tracing.enable(collector, process_name="zerogate-gateway")
         await self.registry.open()
         try:
             yield
@@ -74,6 +81,8 @@ class Gateway:
             await self.registry.close()
             if self.door is not None:
                 await self.door.aclose()
+            if self.trace_source is not None:
+                await self.trace_source.aclose()
             self.access_log.flush()
 
     def routes(self) -> list[BaseRoute]:
@@ -90,6 +99,7 @@ class Gateway:
             Route("/rpc/{service}", self.service_catalog, methods=["GET"]),
             Route("/jsonrpc", endpoints.jsonrpc, methods=["POST"]),
             *docs_routes(self.openapi_document, auth_on=self.config.auth.mode is AuthMode.TOKEN),
+            *(trace_routes(self.trace_source) if self.trace_source is not None else []),
             *rest,
         ]
 

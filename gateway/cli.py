@@ -4,7 +4,8 @@ Commands: ``zerogate demo`` (demo services and the gateway in front of them, ``d
 ``zerogate serve`` (the gateway from a config file, ``serve``), ``zerogate rpc`` (the zerorpc
 command line, ``rpc_command``), ``zerogate hub`` (the load-balancing hub, ``hub``),
 ``zerogate token`` (API tokens, ``token_command``), ``zerogate keys`` (CurveZMQ key pairs,
-``keys_command``) and ``zerogate openapi`` (the OpenAPI document, ``openapi_command``). Each
+``keys_command``), ``zerogate collector`` (trace records, ``collector``) and ``zerogate
+openapi`` (the OpenAPI document, ``openapi_command``). Each
 command imports its runtime when it runs, so
 ``zerogate --help`` stays fast and never imports gevent.
 """
@@ -23,7 +24,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.port)
+    return run_demo(args.port, auth=args.auth)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -65,6 +66,12 @@ def _keys(args: argparse.Namespace) -> int:
     return keys_main(args.keys_args)
 
 
+def _collector(args: argparse.Namespace) -> int:
+    from .collector import main as collector_main
+
+    return collector_main(args.collector_args)
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from .openapi_command import main as openapi_main
 
@@ -83,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--port", type=_port, default=DEMO_PORT, help=f"the gateway's port (default {DEMO_PORT})"
+    )
+    demo.add_argument(
+        "--auth",
+        action="store_true",
+        help="ask for API tokens: a secret and a token store live in a temporary folder for "
+        "the demo's life, and the banner shows a token of scope *:* for the curl lines",
     )
     demo.set_defaults(handler=_demo)
     _add_serve(commands)
@@ -128,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("keys_args", nargs=argparse.REMAINDER)
     keys.set_defaults(handler=_keys)
+    # gateway.collector parses its own options (like keys), so `zerogate --help` stays fast.
+    collector = commands.add_parser(
+        "collector",
+        help="receive trace records and store them (memory or Redis); answer queries",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    collector.add_argument("collector_args", nargs=argparse.REMAINDER)
+    collector.set_defaults(handler=_collector)
     openapi = commands.add_parser(
         "openapi",
         help="print the OpenAPI document of the configured services",

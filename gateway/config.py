@@ -62,6 +62,7 @@ DEFAULT_PUBLIC: Final = ("/healthz", "/readyz")
 DEFAULT_RATE: Final = 100.0  # calls per second per token
 DEFAULT_BURST: Final = 200
 DEFAULT_TRACE_TTL: Final = 86400
+DEFAULT_MAX_TRACES: Final = 10_000  # traces the collector's memory store keeps at most
 
 _SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -247,9 +248,30 @@ class RateLimitConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TracingConfig:
+    """Where trace records go (``collector``), where the collector keeps them, and where it
+    answers queries (``query``; when not given, ``default_query_endpoint(collector)``)."""
+
     collector: str | None = None  # the collector's endpoint; None: no records are shipped
     store: MemoryStore | RedisStore = MemoryStore()
     ttl: int = DEFAULT_TRACE_TTL  # seconds a stored trace lives
+    query: str | None = None  # the collector's query endpoint (rpccore); see above
+    max_traces: int = DEFAULT_MAX_TRACES  # traces kept at most (memory), or listed as recent
+
+    def __post_init__(self) -> None:
+        if self.query is None and self.collector is not None:
+            object.__setattr__(self, "query", default_query_endpoint(self.collector))
+
+
+def default_query_endpoint(collector: str) -> str | None:
+    """The collector's query endpoint when the config names none: the next port for TCP
+    (tcp://127.0.0.1:5570 -> tcp://127.0.0.1:5571), ``.query`` appended for ipc and inproc;
+    None when there is no next port (65535, or a wildcard)."""
+    if collector.startswith("tcp://"):
+        address, _, port = collector.rpartition(":")
+        if not port.isdigit() or int(port) >= 65535:
+            return None
+        return f"{address}:{int(port) + 1}"
+    return collector + ".query"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -333,7 +355,7 @@ _ROUTE: Final = {  # each required
 }
 _AUTH: Final = ("mode", "store", "secret", "public", "docs")
 _RATE_LIMIT: Final = ("per_token", "burst", "store")
-_TRACING: Final = ("collector", "store", "ttl")
+_TRACING: Final = ("collector", "store", "ttl", "query", "max_traces")
 
 _AN_ENDPOINT: Final = f"a ZeroMQ endpoint to connect to ({ENDPOINT_FORMS})"
 _A_GLOB: Final = "a glob (a non-empty pattern without spaces)"
@@ -490,10 +512,18 @@ def _rate_limit(section: Section) -> RateLimitConfig:
 
 
 def _tracing(section: Section) -> TracingConfig:
+    collector = section.string("collector", None, _endpoint, _AN_ENDPOINT)
+    query = section.string("query", None, _endpoint, _AN_ENDPOINT)
+    if query is None and collector is not None and default_query_endpoint(collector) is None:
+        section.report("collector", "has no next port for the query endpoint: give tracing.query")
+    if query is not None and query == collector:
+        section.report("query", "must differ from tracing.collector", section.node("query"))
     return TracingConfig(
-        collector=section.string("collector", None, _endpoint, _AN_ENDPOINT),
+        collector=collector,
         store=section.string("store", _MEMORY, _state_store, _A_STORE),
         ttl=section.integer("ttl", DEFAULT_TRACE_TTL, 1),
+        query=query,
+        max_traces=section.integer("max_traces", DEFAULT_MAX_TRACES, 1),
     )
 
 

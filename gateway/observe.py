@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rpccore import TraceContext, current_trace
+from rpccore import TraceContext, _tracing, current_trace
 
 from .access_log import AccessLog
 from .metrics import Metrics
@@ -39,6 +39,7 @@ CLIENT_CLOSED: Final = 499  # nginx's convention: the client went away before th
 class RequestInfo:
     trace: TraceContext
     started: float  # time.perf_counter()
+    started_at: float  # time.time(), for trace records
     service: str | None = None  # set once the request resolved to an exposed method
     method: str | None = None
     status: int = 0  # the status sent, CLIENT_CLOSED if none could be
@@ -77,7 +78,7 @@ class Observed:
             await self.app(scope, receive, send)
             return
         trace = incoming_trace(scope)
-        info = RequestInfo(trace, time.perf_counter())
+        info = RequestInfo(trace, time.perf_counter(), time.time())
         scope[SCOPE_KEY] = info
         trace_headers = [
             (b"x-trace-id", trace.trace_id.encode()),
@@ -112,6 +113,9 @@ class Observed:
         status = info.status or CLIENT_CLOSED
         self.metrics.observe(info.service, info.method, status, seconds, info.code)
         self.access_log.write(access_line(scope, info, status, seconds))
+        if _tracing.ON:
+            what = f"{scope['method']} {scope['path']}"
+            _tracing.http_request(info.trace, what, info.started_at, status)
 
 
 def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) -> str:

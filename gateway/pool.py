@@ -192,6 +192,7 @@ class ServicePool:
             client = Client(
                 endpoint, timeout=self.service.timeout, heartbeat=self.service.heartbeat, curve=keys
             )
+            client.remote_name = self.service.name  # trace records name the service
             backend = self._backends[endpoint] = _Backend(endpoint, client)
             backend.task = asyncio.create_task(
                 self._probe_loop(backend), name=f"{TASK_PREFIX} {self.service.name} {endpoint}"

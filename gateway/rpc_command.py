@@ -50,6 +50,7 @@ from time import monotonic
 from typing import Any, Protocol
 
 import gevent
+import zmq
 
 from rpccore import (
     CurveClientKeys,
@@ -61,6 +62,7 @@ from rpccore import (
     TimeoutExpired,
     load_key,
     load_keys,
+    tracing,
 )
 from rpccore._naming import ENV_VAR, NamingError, resolve
 from rpccore.green import Client, Publisher, Puller, Pusher, Server, Stream, Subscriber
@@ -199,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("-pj", "--print-json", action="store_true", help="print results as JSON")
     add("-?", "--inspect", action="store_true", help="signature and doc of COMMAND, or of all")
     add("--active-hb", action="store_true", help="ignored: heartbeats are always active")
+    add(
+        "--collector",
+        metavar="ENDPOINT",
+        help="ship trace records to `zerogate collector` at ENDPOINT (default: "
+        "$ZEROGATE_COLLECTOR, if set)",
+    )
     _add_curve_options(parser)
     add("-d", "--debug", action="store_true", help="debug logging and Python tracebacks")
     add(
@@ -250,6 +258,11 @@ def main(argv: Sequence[str]) -> int:
     if args.debug:
         logging.basicConfig(level=logging.DEBUG)
     _check_curve_options(parser, args)
+    if args.collector is not None:
+        try:
+            tracing.enable(args.collector)
+        except (zmq.ZMQError, ValueError) as exc:
+            return _fail(f'cannot ship trace records to "{args.collector}": {exc}')
     if args.oneway in RECEIVERS and not args.server:
         parser.error(f"--{args.oneway} serves an object to events: use it with --server")
     if args.oneway in SENDERS and args.server:

@@ -39,6 +39,7 @@ from ._naming import NamingError
 from ._server import ServerConnection
 from ._service import stream
 from ._trace import TraceContext, call_metadata, current_trace
+from ._tracing import traced
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -74,4 +75,5 @@ __all__ = [
     "load_keys",
     "public_key_of",
     "stream",
+    "traced",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from time import monotonic
 from typing import Any, Final, Generic, TypeVar
 
+from . import _tracing
 from ._client import DEFAULT_TIMEOUT, DEFAULT_WINDOW, ClientConnection
 from ._codec import Frames, MessageId
 from ._curve import CurveClientKeys
@@ -132,6 +133,13 @@ class ClientPump(Pump, Generic[P]):
         self.timeout = timeout
         self._heartbeat = heartbeat
         self._calls: dict[MessageId, P] = {}
+        # Trace records: the spans of calls begun while tracing was on (empty when off).
+        self._spans: dict[MessageId, _tracing.ClientSpan] = {}
+        self._endpoints: list[str] = []
+        # The remote service's name, for trace records (describe() sets it; the gateway
+        # may too); until then records name the endpoint.
+        self.remote_name: str | None = None
+        _tracing.enable_from_environment()
 
     @property
     def open_channels(self) -> int:
@@ -148,10 +156,14 @@ class ClientPump(Pump, Generic[P]):
         return None if self._curve is None else self._curve.failure
 
     def _connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        return connect_socket(self._sock, endpoint)
+        linked = connect_socket(self._sock, endpoint)
+        self._endpoints += linked
+        return linked
 
     def _bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        return bind_socket(self._sock, endpoint)
+        linked = bind_socket(self._sock, endpoint)
+        self._endpoints += linked
+        return linked
 
     def _fail_all(self, message: str) -> list[P]:
         """Close the socket; every call still waiting fails with RPCError(message)."""
@@ -161,6 +173,11 @@ class ClientPump(Pump, Generic[P]):
             self._client.cancel(cid)  # the protocol state forgets them too
             pending.error = RPCError(message)
             pending.done = True
+        if self._spans:
+            spans, self._spans = self._spans, {}
+            for span in spans.values():
+                span.end(_tracing.ABANDONED)
+                span.emit()
         return list(calls.values())
 
     def _begin(
@@ -171,9 +188,15 @@ class ClientPump(Pump, Generic[P]):
             raise RPCError("the client is closed")
         limit = self.timeout if isinstance(timeout, UseDefault) else timeout
         now = monotonic()
-        cid = self._client.start_call(
-            method, args, now=now, timeout=limit, header=outgoing_trace_header()
-        )
+        header = outgoing_trace_header()
+        span = None
+        if _tracing.ON and _tracing.traces(method):
+            header, span = _tracing.client_begin(
+                header, method, self.remote_name or ",".join(self._endpoints)
+            )
+        cid = self._client.start_call(method, args, now=now, timeout=limit, header=header)
+        if span is not None:
+            self._spans[cid] = span
         self._calls[cid] = pending
         if self._defer_flush:
             self._flush_soon()
@@ -186,6 +209,12 @@ class ClientPump(Pump, Generic[P]):
         self._wake_timer_by(now + first)
         return cid
 
+    def _learn_name(self, description: dict[str, Any]) -> None:
+        """Name trace records after the service ``describe()`` found, unless named."""
+        name = description.get("name")
+        if self.remote_name is None and isinstance(name, str) and name:
+            self.remote_name = name
+
     def _request_next(self, cid: MessageId) -> None:
         self._client.request_next(cid)
         self._flush()
@@ -193,6 +222,11 @@ class ClientPump(Pump, Generic[P]):
     def _abandon(self, cid: MessageId) -> None:
         self._calls.pop(cid, None)
         self._client.cancel(cid)
+        if self._spans:
+            span = self._spans.pop(cid, None)
+            if span is not None:
+                span.end(_tracing.ABANDONED)
+                span.emit()
 
     def _on_message(self, frames: Frames, now: float) -> None:
         event = self._client.receive(frames, now)
@@ -207,20 +241,35 @@ class ClientPump(Pump, Generic[P]):
         pending = self._calls.get(cid)
         if pending is None:
             return
+        span = None
         if type(event) is StreamItem:
             pending.stream = True
             pending.items.append(event.item)
+            if self._spans:
+                item_span = self._spans.get(cid)
+                if item_span is not None:
+                    item_span.item()
         else:
             del self._calls[cid]
             pending.done = True
+            if self._spans:
+                span = self._spans.pop(cid, None)
             if type(event) is Reply:
                 pending.value = event.value
+                if span is not None:
+                    span.end(_tracing.OK)
             elif type(event) is StreamEnd:
                 pending.stream = True
+                if span is not None:
+                    span.end(_tracing.STREAM)
             elif type(event) is CallFailed:
                 curve = self._curve
                 pending.error = event.error if curve is None else curve.explain(event.error)
+                if span is not None:
+                    span.end_with(event.error)
         self._delivered(cid, pending)
+        if span is not None:  # after waking the caller: the record never delays a reply
+            span.emit(pending.error)
 
     def _delivered(self, cid: MessageId, pending: P) -> None:
         """Something arrived for ``pending``; by default, wake whoever waits for it."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, Generic, TypeVar
 
+from . import _tracing
 from ._codec import Frames
 from ._curve import CurveServerKeys
 from ._dispatch import resolve
+from ._errors import MethodNotFound
 from ._events import ChannelLost, CreditGranted, Request, ServerChannelId
 from ._heartbeat import DEFAULT_HEARTBEAT
 from ._pump import Pump
@@ -20,6 +22,7 @@ from ._service import Service
 from ._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
 from ._sockets import bind as bind_socket
 from ._sockets import connect as connect_socket
+from ._trace import TraceContext
 
 H = TypeVar("H")
 
@@ -55,6 +58,7 @@ class ServerPump(Pump, Generic[H]):
         self._secure(curve, self._server.problems, CurveServerKeys)
         self._max_message_size = max_message_size
         self._handlers: dict[ServerChannelId, H] = {}
+        _tracing.enable_from_environment()
 
     @property
     def open_channels(self) -> int:
@@ -102,6 +106,12 @@ class ServerPump(Pump, Generic[H]):
             func = resolve(self._server, self.service, event.channel, event.method)
             if func is not None:
                 self._start_handler(event, func)
+            elif _tracing.ON and _tracing.traces(event.method):
+                span = _tracing.server_begin(
+                    TraceContext.from_header(event.header), self.service.name, event.method
+                )
+                span.end(_tracing.ERROR, MethodNotFound("NameError", event.method, None))
+                span.emit()
         elif type(event) is CreditGranted:
             self._credit_granted(event.channel)
 

@@ -189,9 +189,11 @@ class Client(ClientPump[_Pending]):
     async def describe(self) -> dict[str, Any]:
         """Describe the remote service: ``_zerorpc_inspect``, else the 0.6.3 fallback."""
         try:
-            return _describe.from_inspect(await self.call("_zerorpc_inspect"))
+            described = _describe.from_inspect(await self.call("_zerorpc_inspect"))
         except (RemoteError, ValueError):
             name = await self.call("_zerorpc_name")
             names = await self.call("_zerorpc_list")
             docs = {m: await self.call("_zerorpc_help", m) for m in names}
-            return _describe.from_fallback(name, docs)
+            described = _describe.from_fallback(name, docs)
+        self._learn_name(described)
+        return described

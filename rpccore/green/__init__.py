@@ -8,5 +8,16 @@ from .._service import stream
 from ._client import Client, Stream
 from ._oneway import Publisher, Puller, Pusher, Subscriber
 from ._server import Server
+from ._traced import spawn_traced
 
-__all__ = ["Client", "Publisher", "Puller", "Pusher", "Server", "Stream", "Subscriber", "stream"]
+__all__ = [
+    "Client",
+    "Publisher",
+    "Puller",
+    "Pusher",
+    "Server",
+    "Stream",
+    "Subscriber",
+    "spawn_traced",
+    "stream",
+]

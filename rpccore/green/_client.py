@@ -200,11 +200,13 @@ class Client(ClientPump[_Pending]):
     def describe(self) -> dict[str, Any]:
         """Describe the remote service: ``_zerorpc_inspect``, else the 0.6.3 fallback."""
         try:
-            return _describe.from_inspect(self.call("_zerorpc_inspect"))
+            described = _describe.from_inspect(self.call("_zerorpc_inspect"))
         except (RemoteError, ValueError):
             name = self.call("_zerorpc_name")
             docs = {m: self.call("_zerorpc_help", m) for m in self.call("_zerorpc_list")}
-            return _describe.from_fallback(name, docs)
+            described = _describe.from_fallback(name, docs)
+        self._learn_name(described)
+        return described
 
     # -- plumbing ------------------------------------------------------------------
 

@@ -108,7 +108,13 @@ def test_design_example(tmp_path: Path) -> None:
             docs=DocsAccess.PUBLIC,
         ),
         rate_limit=RateLimitConfig(per_token=100.0, burst=200, store=MemoryStore()),
-        tracing=TracingConfig(collector="tcp://127.0.0.1:5570", store=MemoryStore(), ttl=86400),
+        tracing=TracingConfig(
+            collector="tcp://127.0.0.1:5570",
+            store=MemoryStore(),
+            ttl=86400,
+            query="tcp://127.0.0.1:5571",
+            max_traces=10000,
+        ),
         source=path,
     )
 
@@ -133,7 +139,9 @@ def test_the_defaults_are_design_md_values() -> None:
             docs=DocsAccess.PUBLIC,
         ),
         rate_limit=RateLimitConfig(per_token=100.0, burst=200, store=MemoryStore()),
-        tracing=TracingConfig(collector=None, store=MemoryStore(), ttl=86400),
+        tracing=TracingConfig(
+            collector=None, store=MemoryStore(), ttl=86400, query=None, max_traces=10000
+        ),
         source=None,
     )
     assert ServiceConfig(name="calc", endpoints=("inproc://calc",)) == ServiceConfig(
@@ -248,6 +256,38 @@ CALC = "services:\n  calc:\n    endpoints: inproc://calc\n"
             "tracing: {collector: 'ipc:///run/zerogate/collector', ttl: 60}",
             lambda config: (config.tracing.collector, config.tracing.ttl),
             ("ipc:///run/zerogate/collector", 60),
+        ),
+        (
+            "tracing: {collector: 'tcp://10.0.0.5:6000'}",
+            getter("tracing", "query"),
+            "tcp://10.0.0.5:6001",
+        ),
+        (
+            "tracing: {collector: 'tcp://[::1]:6000'}",
+            getter("tracing", "query"),
+            "tcp://[::1]:6001",
+        ),
+        (
+            "tracing: {collector: 'ipc:///run/zerogate/collector'}",
+            getter("tracing", "query"),
+            "ipc:///run/zerogate/collector.query",
+        ),
+        (
+            "tracing: {collector: 'tcp://127.0.0.1:65535', query: 'tcp://127.0.0.1:7000'}",
+            getter("tracing", "query"),
+            "tcp://127.0.0.1:7000",
+        ),
+        (
+            "tracing: {query: 'tcp://127.0.0.1:7000'}",
+            getter("tracing", "query"),
+            "tcp://127.0.0.1:7000",
+        ),
+        ("tracing: {}", getter("tracing", "query"), None),
+        ("tracing: {max_traces: 50}", getter("tracing", "max_traces"), 50),
+        (
+            "tracing: {store: 'redis://127.0.0.1:6379/2'}",
+            getter("tracing", "store"),
+            RedisStore("redis://127.0.0.1:6379/2"),
         ),
     ],
 )
@@ -522,6 +562,23 @@ PROBLEMS = [
         f"expected a ZeroMQ endpoint to connect to ({ENDPOINTS}), got 5570",
     ),
     ("tracing: {ttl: 0}\n", "line 1: tracing.ttl: expected an integer >= 1, got 0"),
+    (
+        "tracing: {max_traces: 0}\n",
+        "line 1: tracing.max_traces: expected an integer >= 1, got 0",
+    ),
+    (
+        "tracing:\n  collector: tcp://127.0.0.1:5570\n  query: tcp://*:5571\n",
+        "line 3: tracing.query: "
+        f"expected a ZeroMQ endpoint to connect to ({ENDPOINTS}), got 'tcp://*:5571'",
+    ),
+    (
+        "tracing:\n  collector: tcp://127.0.0.1:5570\n  query: tcp://127.0.0.1:5570\n",
+        "line 3: tracing.query: must differ from tracing.collector",
+    ),
+    (
+        "tracing:\n  collector: tcp://127.0.0.1:65535\n",
+        "line 2: tracing.collector: has no next port for the query endpoint: give tracing.query",
+    ),
     (
         "tracing: {store: sqlite:///traces.db}\n",
         "line 1: tracing.store: expected memory or redis://HOST:PORT/DB, got 'sqlite:///traces.db'",
@@ -867,3 +924,12 @@ def test_curve_client_keys_problems(
         curve.client_keys("services.calc.curve")
     assert str(caught.value) == message
     assert CLIENT_SECRET not in str(caught.value)
+
+
+def test_a_tracing_config_built_in_code_derives_its_query_endpoint() -> None:
+    assert TracingConfig(collector="tcp://127.0.0.1:5570").query == "tcp://127.0.0.1:5571"
+    assert TracingConfig(collector="inproc://traces").query == "inproc://traces.query"
+    assert TracingConfig(collector="tcp://127.0.0.1:65535").query is None
+    assert TracingConfig().query is None
+    explicit = TracingConfig(collector="tcp://127.0.0.1:5570", query="ipc:///tmp/q")
+    assert explicit.query == "ipc:///tmp/q"

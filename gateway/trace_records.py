@@ -1,0 +1,431 @@
+"""Trace records: what processes push to the collector, checked, tallied and packed compactly.
+
+Theory of operation
+-------------------
+Every process that makes or serves calls ships one record per call to the collector
+(``gateway.collector``) over a ZeroMQ PUSH socket. Each ZeroMQ message is one frame holding a
+msgpack list of records, and each record is a msgpack map:
+
+=======  ==========================================================================
+``v``    1, the record format (other versions are refused)
+``tid``  the trace id, 32 lowercase hex
+``sid``  the span id, 16 lowercase hex; a call's client record and its server record share it
+``par``  the parent span id (16 hex), or None for a root
+``side`` ``client``, ``server`` or ``http`` (the gateway's HTTP request)
+``svc``  the service name; ``m`` the method
+``t0``   start, Unix seconds (float); ``t1`` first reply or None; ``t2`` end
+``out``  ``ok``, ``error``, ``stream``, ``lost``, ``timeout`` or ``abandoned``
+``exc``  the exception (name and message) or None; ``n`` a count (stream items) or None
+``proc`` the process name, ``host`` its host, ``pid`` its pid
+=======  ==========================================================================
+
+The collector trusts no sender: ``decode_message`` never raises, whatever the bytes, and
+``parse_record`` turns a map into a ``Record`` or refuses it (None), so a rogue peer costs a
+counter, never the collector. Long strings are clipped (by UTF-8 bytes, never inside a
+character) rather than refused, so that a long exception message still leaves its call
+counted; ``svc`` and ``m`` must be printable, since they name the counters.
+
+A stored record is ``pack_compact``'s msgpack array: positional, without ``v`` and ``tid``
+(the trace's key holds it), ids as raw bytes, ``side`` and ``out`` as small integers, ``t1``
+and ``t2`` as whole microseconds after ``t0``. The clipping limits below bound it to
+``MAX_PACKED_BYTES`` (300) whatever the sender sent; a typical record takes 60 to 80.
+
+Latencies (``t2 - t0``) are counted in fixed buckets (``BUCKETS``, upper bounds in seconds,
+then one for anything slower); ``Tally`` holds one service method's counters and
+``quantile`` reads p50/p90/p99 back from them, interpolating inside a bucket as Prometheus's
+``histogram_quantile`` does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+import msgpack
+
+RECORD_VERSION: Final = 1
+
+# Clipping limits, in UTF-8 bytes. With them a packed record never exceeds MAX_PACKED_BYTES:
+# 72 bytes of fixed fields and string headers at most, plus these 224.
+MAX_SERVICE_BYTES: Final = 48
+MAX_METHOD_BYTES: Final = 64
+MAX_EXCEPTION_BYTES: Final = 64
+MAX_PROCESS_BYTES: Final = 24
+MAX_HOST_BYTES: Final = 24
+MAX_PACKED_BYTES: Final = 300
+MAX_COUNT: Final = 2**63 - 1  # n
+MAX_PID: Final = 2**32 - 1
+
+# Latency buckets: upper bounds in seconds (0.25 ms .. 30 s), then one for anything slower.
+BUCKETS: Final = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+QUANTILES: Final = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+
+_TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
+
+
+class Side(StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+    HTTP = "http"
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    STREAM = "stream"  # a stream that ended well
+    LOST = "lost"
+    TIMEOUT = "timeout"
+    ABANDONED = "abandoned"  # the caller went away: not the service's failure
+
+
+FAILURES: Final = frozenset({Outcome.ERROR, Outcome.LOST, Outcome.TIMEOUT})
+# Whose records a service's statistics come from: its servers' when there are any (one
+# record per call, timed where the work is done), else its clients', else the gateway's.
+SIDE_PREFERENCE: Final = (Side.SERVER, Side.CLIENT, Side.HTTP)
+
+_SIDES: Final = {side.value: side for side in Side}
+_OUTCOMES: Final = {outcome.value: outcome for outcome in Outcome}
+_SIDE_CODES: Final = {side: code for code, side in enumerate(Side)}
+_OUTCOME_CODES: Final = {outcome: code for code, outcome in enumerate(Outcome)}
+_SIDE_OF_CODE: Final = tuple(Side)
+_OUTCOME_OF_CODE: Final = tuple(Outcome)
+
+
+@dataclass(slots=True)
+class Record:
+    """One call as one process saw it, checked (``parse_record``). Treat it as immutable;
+    it is not frozen because one is made per record received, and frozen ones cost more."""
+
+    tid: str
+    sid: str
+    par: str | None
+    side: Side
+    svc: str
+    m: str
+    t0: float
+    t1: float | None
+    t2: float
+    out: Outcome
+    exc: str | None
+    n: int | None
+    proc: str
+    host: str
+    pid: int
+
+    @property
+    def duration(self) -> float:
+        return self.t2 - self.t0
+
+    @property
+    def failed(self) -> bool:
+        return self.out in FAILURES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as queries return it: the wire keys, without ``v``."""
+        return {
+            "tid": self.tid,
+            "sid": self.sid,
+            "par": self.par,
+            "side": self.side.value,
+            "svc": self.svc,
+            "m": self.m,
+            "t0": self.t0,
+            "t1": self.t1,
+            "t2": self.t2,
+            "out": self.out.value,
+            "exc": self.exc,
+            "n": self.n,
+            "proc": self.proc,
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+
+# -- checking what arrives -------------------------------------------------------------------
+
+
+def decode_message(frame: bytes | memoryview) -> tuple[list[Record], int]:
+    """(the valid records of one message, how many were refused). A message that is not a
+    msgpack list counts as one refused record. Never raises."""
+    try:
+        items = msgpack.unpackb(frame, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return [], 1
+    if type(items) is not list:
+        return [], 1
+    records = []
+    for item in items:
+        record = parse_record(item)
+        if record is not None:
+            records.append(record)
+    return records, len(items) - len(records)
+
+
+def parse_record(item: object) -> Record | None:
+    """``item`` (a decoded msgpack value) as a ``Record``, or None when it is not a valid
+    version-1 record. Unknown keys are ignored; strings over their limit are clipped."""
+    if type(item) is not dict:
+        return None
+    get = item.get
+    if get("v") != RECORD_VERSION or type(get("v")) is not int:
+        return None
+    tid, sid, par = get("tid"), get("sid"), get("par")
+    if not (_is_id(tid, 32, _TRACE_ID) and _is_id(sid, 16, _SPAN_ID)):
+        return None
+    if par is not None and not _is_id(par, 16, _SPAN_ID):
+        return None
+    side, out = get("side"), get("out")
+    if type(side) is not str or type(out) is not str:
+        return None
+    side_member, out_member = _SIDES.get(side), _OUTCOMES.get(out)
+    if side_member is None or out_member is None:
+        return None
+    svc, method = _name(get("svc"), MAX_SERVICE_BYTES), _name(get("m"), MAX_METHOD_BYTES)
+    if svc is None or method is None:
+        return None
+    t0, t1, t2 = get("t0"), get("t1"), get("t2")
+    if not (_is_time(t0) and _is_time(t2)) or t2 < t0:  # type: ignore[operator]
+        return None
+    if t1 is not None and not (_is_time(t1) and t0 <= t1 <= t2):
+        return None
+    exc, count, pid = get("exc"), get("n"), get("pid")
+    if exc is not None and type(exc) is not str:
+        return None
+    if count is not None and not (type(count) is int and 0 <= count <= MAX_COUNT):
+        return None
+    if not (type(pid) is int and 0 <= pid <= MAX_PID):
+        return None
+    proc, host = get("proc"), get("host")
+    if type(proc) is not str or type(host) is not str:
+        return None
+    return Record(
+        tid,  # type: ignore[arg-type]
+        sid,  # type: ignore[arg-type]
+        par,
+        side_member,
+        svc,
+        method,
+        float(t0),  # type: ignore[arg-type]
+        None if t1 is None else float(t1),
+        float(t2),  # type: ignore[arg-type]
+        out_member,
+        None if exc is None else clip(exc, MAX_EXCEPTION_BYTES),
+        count,
+        sys.intern(clip(proc, MAX_PROCESS_BYTES)),
+        sys.intern(clip(host, MAX_HOST_BYTES)),
+        pid,
+    )
+
+
+def _is_id(value: object, length: int, pattern: re.Pattern[str]) -> bool:
+    return type(value) is str and len(value) == length and pattern.fullmatch(value) is not None
+
+
+def _is_time(value: object) -> bool:
+    # bool is an int: refused by the exact type test. Seconds since 1970, so > 0.
+    return (type(value) is float or type(value) is int) and 0 < value < math.inf
+
+
+def _name(value: object, limit: int) -> str | None:
+    if type(value) is not str or not value or not value.isprintable():
+        return None
+    return sys.intern(clip(value, limit))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    if len(text) <= limit and text.isascii():
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+# -- stored form ---------------------------------------------------------------------------
+
+
+def pack_compact(record: Record) -> bytes:
+    """The stored form of ``record`` (see the module's docstring); at most 300 bytes."""
+    t0 = record.t0
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [
+            bytes.fromhex(record.sid),
+            None if record.par is None else bytes.fromhex(record.par),
+            _SIDE_CODES[record.side],
+            record.svc,
+            record.m,
+            t0,
+            None if record.t1 is None else round((record.t1 - t0) * 1e6),
+            round((record.t2 - t0) * 1e6),
+            _OUTCOME_CODES[record.out],
+            record.exc,
+            record.n,
+            record.proc,
+            record.host,
+            record.pid,
+        ],
+        use_bin_type=True,
+    )
+
+
+def unpack_compact(tid: str, data: bytes) -> Record | None:
+    """The record ``pack_compact`` stored under trace ``tid``, or None if ``data`` is not one
+    (the key was written by something else)."""
+    try:
+        sid, par, side, svc, method, t0, d1, d2, out, exc, count, proc, host, pid = msgpack.unpackb(
+            data, raw=False
+        )
+        return Record(
+            tid,
+            sid.hex(),
+            None if par is None else par.hex(),
+            _SIDE_OF_CODE[side],
+            svc,
+            method,
+            t0,
+            None if d1 is None else t0 + d1 / 1e6,
+            t0 + d2 / 1e6,
+            _OUTCOME_OF_CODE[out],
+            exc,
+            count,
+            proc,
+            host,
+            pid,
+        )
+    except (ValueError, TypeError, IndexError, AttributeError, msgpack.UnpackException):
+        return None
+
+
+# -- what queries answer ---------------------------------------------------------------------
+
+
+def summarize(tid: str, records: Sequence[Record]) -> dict[str, Any]:
+    """One line of ``recent``: {trace_id, start, duration, spans, errors, root: {svc, m}}.
+    The root is the earliest record without a parent (the earliest record while the root's
+    own has not arrived); ``spans`` counts distinct span ids, since a call's client and
+    server records share one."""
+    start = min(record.t0 for record in records)
+    end = max(record.t2 for record in records)
+    roots = [record for record in records if record.par is None] or list(records)
+    root = min(roots, key=lambda record: (record.t0, _ROOT_ORDER[record.side]))
+    return {
+        "trace_id": tid,
+        "start": start,
+        "duration": end - start,
+        "spans": len({record.sid for record in records}),
+        "errors": sum(record.failed for record in records),
+        "root": {"svc": root.svc, "m": root.m},
+    }
+
+
+_ROOT_ORDER: Final = {Side.HTTP: 0, Side.CLIENT: 1, Side.SERVER: 2}
+
+
+def bucket_of(duration: float) -> int:
+    """The index of the latency bucket ``duration`` (seconds) counts in."""
+    return bisect.bisect_left(BUCKETS, duration)
+
+
+@dataclass(slots=True)
+class Tally:
+    """The counters of one (side, service, method): calls, failures, latency buckets."""
+
+    count: int = 0
+    errors: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+
+    def add(self, record: Record) -> None:
+        self.count += 1
+        self.errors += record.failed
+        self.buckets[bucket_of(record.duration)] += 1
+
+    def merge(self, other: Tally) -> None:
+        self.count += other.count
+        self.errors += other.errors
+        for index, hits in enumerate(other.buckets):
+            self.buckets[index] += hits
+
+
+def quantile(buckets: Sequence[int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of the latencies counted in ``buckets``, in seconds; None
+    when nothing was counted. Inside a bucket latencies are taken as evenly spread; one in the
+    last (unbounded) bucket reads as its lower bound, 30 s."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for index, hits in enumerate(buckets):
+        if hits and seen + hits >= rank:
+            if index == len(BUCKETS):
+                return BUCKETS[-1]
+            lower = BUCKETS[index - 1] if index else 0.0
+            return lower + (BUCKETS[index] - lower) * (rank - seen) / hits
+        seen += hits
+    return BUCKETS[-1]  # float rounding of rank past the total
+
+
+StatsKey = tuple[Side, str, str]  # (side, service, method)
+
+
+def stats_report(
+    tallies: Mapping[StatsKey, Tally], rates: Mapping[StatsKey, float]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``stats()``'s answer: {svc: {m: {count, errors, rate, p50, p90, p99, buckets}}}, each
+    service from its preferred side (``SIDE_PREFERENCE``). ``buckets`` lists
+    ``[upper bound in seconds, calls]`` pairs, the last bound None (unbounded)."""
+    best: dict[str, Side] = {}
+    for side, svc, _ in tallies:
+        if svc not in best or SIDE_PREFERENCE.index(side) < SIDE_PREFERENCE.index(best[svc]):
+            best[svc] = side
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, tally in sorted(tallies.items()):
+        side, svc, method = key
+        if best[svc] is not side:
+            continue
+        entry: dict[str, Any] = {
+            "count": tally.count,
+            "errors": tally.errors,
+            "rate": rates.get(key, 0.0),
+            "side": side.value,
+        }
+        for name, q in QUANTILES:
+            entry[name] = quantile(tally.buckets, q)
+        bounds: Iterable[float | None] = (*BUCKETS, None)
+        pairs = zip(bounds, tally.buckets, strict=True)
+        entry["buckets"] = [[bound, hits] for bound, hits in pairs]
+        report.setdefault(svc, {})[method] = entry
+    return report
+
+
+def recent_rate(current: int, previous: int, now: float, window: float = 60.0) -> float:
+    """Calls per second over the last ``window`` seconds, from the counts of the current
+    window (started at a multiple of ``window``) and of the previous one, weighted by how much
+    of it the last ``window`` seconds still cover."""
+    elapsed = now % window
+    return (current + previous * (window - elapsed) / window) / window

@@ -1,0 +1,715 @@
+"""Trace records: one per call and side, through ``logging`` to a collector.
+
+Theory of operation. Tracing is off until ``enable()`` (or ``$ZEROGATE_COLLECTOR``, read
+at the first Server or Client of the process). While it is off the pumps pay one boolean
+check per call begin and end, nothing else: no header, no clock, no record.
+
+While it is on, every call has a span on each side. The client opens one when it sends
+the request (a root call gets a new trace id; a call made inside a handler is a child of
+the handler's span) and closes it when the call ends: reply, STREAM_DONE, error, lost
+remote, timeout, or abandoned by the caller. The server opens one per request (a request
+without trace context, from zerorpc 0.6.3 say, starts a new trace here) and closes it once
+it has answered. A closed span becomes a RECORD, a flat dict with short keys, logged at
+INFO on the ``rpccore.trace`` logger in ``extra={"zerogate_trace": record}``:
+
+    v     1                        tid   trace id (32 hex)
+    sid   the call's span id: the one the client sent, which the server received
+    par   the parent span id (the calling handler's span), or None
+    side  "client" | "server"      svc   service (server: its name; client: the remote's
+    m     method                         name if known, else the endpoint)
+    t0    Unix time the request was sent / received
+    t1    first reply (item) sent / received, or None   t2  the end
+    out   "ok" | "error" | "stream" | "lost" | "timeout" | "abandoned"
+    exc   exception name for "error", else None          n   stream item count or None
+    proc  ZEROGATE_PROCESS_NAME or argv[0]'s basename    host, pid
+
+Packed with msgpack a record is at most MAX_RECORD_BYTES: long names are shortened to fit.
+
+The logger is the seam: ``CollectorHandler`` PUSHes batches to ``zerogate collector``,
+``OpenTelemetryHandler`` turns records into OpenTelemetry spans, and a user can add any
+handler of their own to ``rpccore.trace``. Error hooks (``on_error``) see every ERR a
+server sends or a client receives; an initialised Sentry SDK gets every server-side ERR.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import os
+import random
+import socket
+import sys
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from time import time
+from typing import Any, Final, ParamSpec, TypeVar
+
+import msgpack
+import zmq
+
+from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
+from ._trace import TraceContext, current_trace
+
+LOGGER_NAME: Final = "rpccore.trace"
+ENV_COLLECTOR: Final = "ZEROGATE_COLLECTOR"
+ENV_PROCESS_NAME: Final = "ZEROGATE_PROCESS_NAME"
+RECORD_VERSION: Final = 1
+MAX_RECORD_BYTES: Final = 300
+EXTRA_KEY: Final = "zerogate_trace"  # the LogRecord attribute holding the record
+
+# Outcomes (the record's ``out``).
+OK: Final = "ok"
+ERROR: Final = "error"
+STREAM: Final = "stream"
+LOST: Final = "lost"
+TIMEOUT: Final = "timeout"
+ABANDONED: Final = "abandoned"
+
+# CollectorHandler defaults.
+FLUSH_INTERVAL: Final = 0.05  # seconds between sends of what has gathered
+BATCH_SIZE: Final = 256  # records per message (a full batch is sent at once)
+SEND_HWM: Final = 64  # batches ZeroMQ may queue for a slow or absent collector
+MAX_BUFFERED: Final = 16 * BATCH_SIZE  # records waiting for the sender thread
+CLOSE_TIMEOUT: Final = 0.5  # seconds a closing handler gives its last batches
+
+_IDENT_LIMIT: Final = 24  # bytes of the process and host names kept
+_MAX_COUNT: Final = 2**32 - 1
+
+logger = logging.getLogger(LOGGER_NAME)  # records only
+_log = logging.getLogger("rpccore")  # our own troubles
+
+# Read by the pumps at every call: a plain module global, so "off" costs one lookup.
+ON = False
+
+ErrorHook = Callable[[dict[str, Any], Any], None]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+# -- who we are ---------------------------------------------------------------------
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (never mid-character)."""
+    if len(text) <= limit and text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace")[:limit].decode("utf-8", "ignore")
+
+
+class _Identity:
+    __slots__ = ("host", "pid", "proc", "room")
+
+    def __init__(self, process_name: str | None) -> None:
+        name = process_name or os.environ.get(ENV_PROCESS_NAME) or ""
+        if not name:
+            name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        self.proc = _clip(name, _IDENT_LIMIT)
+        self.host = _clip(socket.gethostname(), _IDENT_LIMIT)
+        self.pid = os.getpid()
+        # The bytes left for svc + m + exc: a worst-case record with those empty, and one
+        # more header byte for each that reaches 32 bytes (msgpack's str8).
+        worst = _pack(
+            {
+                "v": RECORD_VERSION,
+                "tid": "0" * 32,
+                "sid": "0" * 16,
+                "par": "0" * 16,
+                "side": "client",
+                "svc": "",
+                "m": "",
+                "t0": 0.5,
+                "t1": 0.5,
+                "t2": 0.5,
+                "out": ABANDONED,
+                "exc": "",
+                "n": _MAX_COUNT,
+                "proc": self.proc,
+                "host": self.host,
+                "pid": _MAX_COUNT,
+            }
+        )
+        self.room = MAX_RECORD_BYTES - len(worst) - 3
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+_ident = _Identity(None)
+
+
+def _fit(svc: str, method: str, exc: str | None) -> tuple[str, str, str | None]:
+    """Shorten the three free-form names so the record keeps to MAX_RECORD_BYTES."""
+    room = _ident.room
+    if (
+        len(svc) + len(method) + (len(exc) if exc else 0) <= room
+        and svc.isascii()
+        and method.isascii()
+        and (exc is None or exc.isascii())
+    ):
+        return svc, method, exc
+    texts = [svc, method, exc or ""]
+    sizes = [len(t.encode("utf-8", "backslashreplace")) for t in texts]
+    # Fair shares, shortest first: what a short name leaves goes to the longer ones.
+    limits = [0, 0, 0]
+    left, fields = room, 3
+    for i in sorted(range(3), key=sizes.__getitem__):
+        limits[i] = min(sizes[i], left // fields)
+        left -= limits[i]
+        fields -= 1
+    svc, method, text = (_clip(t, lim) for t, lim in zip(texts, limits, strict=True))
+    return svc, method, (text if exc is not None else None)
+
+
+def _record(
+    side: str, tid: str, sid: str, par: str | None, span: ClientSpan | ServerSpan
+) -> dict[str, Any]:
+    svc, method, exc = _fit(span.svc, span.method, span.exc)
+    ident, n = _ident, span.n
+    return {
+        "v": RECORD_VERSION,
+        "tid": tid,
+        "sid": sid,
+        "par": par,
+        "side": side,
+        "svc": svc,
+        "m": method,
+        "t0": span.t0,
+        "t1": span.t1,
+        "t2": span.t2,
+        "out": span.out,
+        "exc": exc,
+        "n": None if n is None else min(n, _MAX_COUNT),
+        "proc": ident.proc,
+        "host": ident.host,
+        "pid": ident.pid,
+    }
+
+
+# -- emitting -------------------------------------------------------------------------
+
+_error_hooks: list[ErrorHook] = []
+
+
+# What every record's LogRecord shares. ``logger.info`` would spend most of its time
+# finding the caller's file and line (a stack walk) and filling in fields no trace
+# handler reads; a record is a copy of this template with its own time and data, handed
+# to ``logger.handle`` (filters and handlers, as any record).
+_TEMPLATE: Final = logging.LogRecord(
+    LOGGER_NAME, logging.INFO, __file__, 0, "rpc %s span", ("?",), None, "_emit"
+).__dict__
+
+
+def _log_record(record: dict[str, Any], remote_parent: bool) -> logging.LogRecord:
+    log_record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = log_record.__dict__
+    fields.update(_TEMPLATE)
+    created = record["t2"]
+    fields["created"] = created
+    fields["msecs"] = (created * 1000) % 1000
+    fields["args"] = (record["side"],)
+    fields["thread"] = threading.get_ident()
+    fields["process"] = _ident.pid
+    fields[EXTRA_KEY] = record
+    fields["zerogate_remote_parent"] = remote_parent
+    return log_record
+
+
+def _emit(record: dict[str, Any], error: Any = None, remote_parent: bool = False) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(_log_record(record, remote_parent))
+    if error is not None:
+        for hook in tuple(_error_hooks):
+            try:
+                hook(record, error)
+            except Exception:
+                _log.exception("a tracing error hook failed")
+
+
+def on_error(callback: ErrorHook) -> Callable[[], None]:
+    """Call ``callback(record, error)`` for every ERR a server sends (``error``: the
+    exception the method raised, or a ``MethodNotFound`` for an unknown method) or a
+    client receives (the ``RemoteError``), while tracing is on. Returns a function that
+    removes the hook. A hook that raises is logged and never reaches the call."""
+    _error_hooks.append(callback)
+
+    def remove() -> None:
+        if callback in _error_hooks:
+            _error_hooks.remove(callback)
+
+    return remove
+
+
+# -- spans ----------------------------------------------------------------------------
+
+
+def _root_header() -> dict[str, str]:
+    """A new trace's header. Trace ids need to be unique, not secret: Python's ``random``
+    (reseeded in a forked child) is ten times cheaper than ``os.urandom`` per call."""
+    tid = f"{random.getrandbits(128) or 1:032x}"
+    sid = f"{random.getrandbits(64) or 1:016x}"
+    return {"trace_id": tid, "span_id": sid, "traceparent": f"00-{tid}-{sid}-01"}
+
+
+class ClientSpan:
+    """One call, as its client sees it."""
+
+    __slots__ = ("exc", "method", "n", "out", "par", "sid", "svc", "t0", "t1", "t2", "tid")
+
+    def __init__(self, tid: str, sid: str, par: str | None, svc: str, method: str) -> None:
+        self.tid, self.sid, self.par, self.svc, self.method = tid, sid, par, svc, method
+        self.t0 = time()
+        self.t1: float | None = None
+        self.t2 = 0.0
+        self.n: int | None = None
+        self.out = ABANDONED
+        self.exc: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClientSpan {self.svc}/{self.method} {self.tid}/{self.sid} out={self.out}>"
+
+    def item(self) -> None:
+        if self.n is None:
+            self.t1 = time()
+            self.n = 1
+        else:
+            self.n += 1
+
+    def end(self, out: str, exc: str | None = None) -> None:
+        self.t2 = time()
+        if self.t1 is None and out in (OK, ERROR, STREAM):
+            self.t1 = self.t2
+        if out == STREAM and self.n is None:
+            self.n = 0
+        self.out, self.exc = out, exc
+
+    def end_with(self, error: RPCError) -> None:
+        """End as a failed call ends (CallFailed)."""
+        if isinstance(error, TimeoutExpired):
+            self.end(TIMEOUT)
+        elif isinstance(error, LostRemote):
+            self.end(LOST)
+        elif isinstance(error, RemoteError):
+            self.end(ERROR, error.name)
+        else:
+            self.end(ERROR, type(error).__name__)
+
+    def emit(self, error: RPCError | None = None) -> None:
+        _emit(
+            _record("client", self.tid, self.sid, self.par, self),
+            error if isinstance(error, RemoteError) else None,
+        )
+
+
+BUILTIN_PREFIX: Final = "_zerorpc_"
+
+
+def traces(method: str) -> bool:
+    """Whether a call of ``method`` is recorded now: tracing is on and it is not one of the
+    protocol's built-ins (pings, introspection), which would bury the calls that matter
+    (a gateway pings every endpoint every heartbeat)."""
+    return ON and not method.startswith(BUILTIN_PREFIX)
+
+
+def client_begin(
+    header: dict[str, Any] | None, method: str, svc: str
+) -> tuple[dict[str, Any], ClientSpan]:
+    """The header a call sends while tracing is on (a root call starts a trace), and its
+    span. ``header`` is what ``outgoing_trace_header()`` gave."""
+    if current_trace.get() is None:
+        root = _root_header()
+        header = {**header, **root} if header else root
+    assert header is not None
+    span = ClientSpan(
+        header["trace_id"], header["span_id"], header.get("parent_span_id"), svc, method
+    )
+    return header, span
+
+
+class ServerSpan:
+    """One request, as its server sees it."""
+
+    __slots__ = ("ctx", "error", "exc", "method", "n", "out", "remote", "svc", "t0", "t1", "t2")
+
+    def __init__(self, ctx: TraceContext, remote: bool, svc: str, method: str) -> None:
+        self.ctx, self.remote, self.svc, self.method = ctx, remote, svc, method
+        self.t0 = time()
+        self.t1: float | None = None
+        self.t2 = 0.0
+        self.n: int | None = None
+        self.out = ABANDONED
+        self.exc: str | None = None
+        self.error: Any = None
+
+    def __repr__(self) -> str:
+        return f"<ServerSpan {self.svc}/{self.method} {self.ctx.trace_id} out={self.out}>"
+
+    def item(self) -> None:
+        if self.n is None:
+            self.t1 = time()
+            self.n = 1
+        else:
+            self.n += 1
+
+    def end(self, out: str, error: Any = None) -> None:
+        """Say how the request ended; ``emit`` (after the answer is flushed) logs it."""
+        self.out = out
+        if out == ERROR:
+            self.error = error
+            self.exc = getattr(error, "name", None) if isinstance(error, RemoteError) else None
+            if self.exc is None and error is not None:
+                self.exc = type(error).__name__
+        elif out == STREAM and self.n is None:
+            self.n = 0
+
+    def emit(self) -> None:
+        self.t2 = time()
+        if self.t1 is None and self.out in (OK, ERROR, STREAM):
+            self.t1 = self.t2
+        ctx = self.ctx
+        _emit(
+            _record("server", ctx.trace_id, ctx.span_id, ctx.parent_span_id, self),
+            self.error,
+            self.remote,
+        )
+        if self.error is not None and self.out == ERROR:
+            _to_sentry(self, self.error)
+
+
+def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str = "http") -> None:
+    """A gateway's record of one HTTP request (side ``http``): ``ctx`` is the request's span,
+    parent of the RPC calls it made; ``what`` is e.g. ``POST /rpc/calc/add``. Statuses from
+    400 up are errors named ``HTTP <status>``."""
+    if not ON:
+        return
+    span = ServerSpan(ctx, False, svc, what)
+    span.t0 = t0
+    span.t2 = span.t1 = time()
+    span.out = OK if status < 400 else ERROR
+    span.exc = None if status < 400 else f"HTTP {status}"
+    _emit(_record("http", ctx.trace_id, ctx.span_id, ctx.parent_span_id, span))
+
+
+def server_begin(ctx: TraceContext | None, svc: str, method: str) -> ServerSpan:
+    """The span of a request whose header carried ``ctx``; without one (a zerorpc 0.6.3
+    client) the request starts a new trace. The handler runs under ``span.ctx``."""
+    if ctx is None:
+        return ServerSpan(TraceContext.new_root(), False, svc, method)
+    return ServerSpan(ctx, True, svc, method)
+
+
+# -- Sentry ---------------------------------------------------------------------------
+
+
+def _to_sentry(span: ServerSpan, error: Any) -> None:
+    """Forward a server-side ERR to Sentry, when the application initialised its SDK (we
+    never import it: if it is not imported, it cannot be initialised)."""
+    sdk: Any = sys.modules.get("sentry_sdk")
+    if sdk is None:
+        return
+    try:
+        get_client = getattr(sdk, "get_client", None)
+        if get_client is not None:
+            if not get_client().is_active():
+                return
+        elif getattr(sdk.Hub.current, "client", None) is None:  # sentry-sdk 1.x
+            return
+        scope_of = getattr(sdk, "new_scope", None) or sdk.push_scope
+        with scope_of() as scope:
+            scope.set_tag("trace_id", span.ctx.trace_id)
+            scope.set_tag("rpc.service", span.svc)
+            scope.set_tag("rpc.method", span.method)
+            scope.set_tag("rpc.system", "zerorpc")
+            if isinstance(error, BaseException):
+                sdk.capture_exception(error)
+            else:
+                sdk.capture_message(str(error), level="error")
+    except Exception:
+        _log.exception("forwarding an error to Sentry failed")
+
+
+# -- switching on and off ---------------------------------------------------------------
+
+_lock = threading.Lock()
+_collector: CollectorHandler | None = None
+_otel: logging.Handler | None = None
+_checked_env = False
+
+
+def enable(
+    collector: str | None = None, *, process_name: str | None = None
+) -> CollectorHandler | None:
+    """Turn tracing on in this process.
+
+    ``collector``: the endpoint of ``zerogate collector`` to PUSH records to (default:
+    ``$ZEROGATE_COLLECTOR``); without one, records only reach the handlers the
+    application puts on the ``rpccore.trace`` logger. ``process_name`` names this process
+    in records (default: ``$ZEROGATE_PROCESS_NAME``, else argv[0]'s basename). If the
+    application configured an OpenTelemetry SDK tracer provider before this call, records
+    also become OpenTelemetry spans. Returns the CollectorHandler (``dropped`` counts the
+    records a dead or slow collector cost), or None. Calling it again is harmless.
+    """
+    global ON, _ident, _collector, _otel, _checked_env
+    with _lock:
+        _checked_env = True
+        _ident = _Identity(process_name)
+        endpoint = collector or os.environ.get(ENV_COLLECTOR) or None
+        if endpoint is not None and (_collector is None or _collector.endpoint != endpoint):
+            handler = CollectorHandler(endpoint)  # a bad endpoint raises here
+            if _collector is not None:
+                logger.removeHandler(_collector)
+                _collector.close()
+            _collector = handler
+            logger.addHandler(handler)
+        if _otel is None:
+            _otel = _configured_opentelemetry()
+            if _otel is not None:
+                logger.addHandler(_otel)
+        # Records are data, not messages: they go to this logger's handlers only, never
+        # to the root logger's console.
+        logger.propagate = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        ON = True
+        return _collector
+
+
+def disable() -> None:
+    """Turn tracing off; the collector and OpenTelemetry handlers we added are removed
+    (the collector's is flushed and closed)."""
+    global ON, _collector, _otel
+    with _lock:
+        ON = False
+        for handler in (_collector, _otel):
+            if handler is not None:
+                logger.removeHandler(handler)
+                handler.close()
+        _collector = _otel = None
+
+
+def is_enabled() -> bool:
+    return ON
+
+
+def collector_handler() -> CollectorHandler | None:
+    """The handler ``enable`` installed, if any (its ``dropped`` and ``sent`` counts)."""
+    return _collector
+
+
+def enable_from_environment() -> None:
+    """At the first Server or Client of the process: ``$ZEROGATE_COLLECTOR`` turns
+    tracing on. Later calls cost one boolean check."""
+    global _checked_env
+    if _checked_env:
+        return
+    _checked_env = True
+    if os.environ.get(ENV_COLLECTOR):
+        try:
+            enable()
+        except (zmq.ZMQError, ValueError) as exc:
+            _log.warning("$%s: cannot ship trace records: %s", ENV_COLLECTOR, exc)
+
+
+def _after_fork() -> None:
+    global _ident
+    _ident = _Identity(None if _ident is None else _ident.proc)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+# -- carrying the trace into threads and greenlets ------------------------------------
+
+
+def traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn``, to run with the contextvars of the caller of ``traced`` (the current
+    trace, call metadata): give it to ``threading.Thread(target=...)``, an executor or a
+    callback so calls it makes are children of the handler's span. Each call runs in its
+    own copy, so the wrapper may run in several threads at once."""
+    context = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return context.copy().run(fn, *args, **kwargs)
+
+    return run
+
+
+# -- shipping to the collector ----------------------------------------------------------
+
+
+class CollectorHandler(logging.Handler):
+    """PUSHes trace records to ``zerogate collector``, never slowing a call.
+
+    ``emit`` only appends the record to a queue. A sender thread wakes every
+    ``interval`` seconds (or as soon as ``batch_size`` records wait) and sends them as
+    msgpack arrays of records on its own PUSH socket, with NOBLOCK: when the collector is
+    dead or slow, ZeroMQ queues ``high_water_mark`` batches, then batches are dropped and
+    counted in ``dropped``, as are records that find the queue full. The socket lives on
+    a context of its own and is used by the sender thread only; with gevent's monkey
+    patching the thread is a greenlet, and NOBLOCK sends never block the hub either.
+    ``close`` (run by ``logging.shutdown`` at exit) gives the last records
+    ``close_timeout`` seconds to leave.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        batch_size: int = BATCH_SIZE,
+        interval: float = FLUSH_INTERVAL,
+        high_water_mark: int = SEND_HWM,
+        max_buffered: int = MAX_BUFFERED,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
+        super().__init__(logging.INFO)
+        self.endpoint = endpoint
+        self.sent = 0  # records handed to ZeroMQ
+        self._batch = batch_size
+        self._interval = interval
+        self._max = max_buffered
+        self._close_timeout = close_timeout
+        self._records: deque[dict[str, Any]] = deque()
+        self._full = 0  # dropped: the queue was full
+        self._refused = 0  # dropped: ZeroMQ would not take them
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._context: Any = zmq.Context()
+        self._sock: Any = self._context.socket(zmq.PUSH)
+        try:
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.SNDHWM, high_water_mark)
+            self._sock.connect(endpoint)
+        except BaseException:
+            self._sock.close(linger=0)
+            self._context.term()
+            raise
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
+
+    def __repr__(self) -> str:
+        return (
+            f"<CollectorHandler {self.endpoint} queued={len(self._records)} sent={self.sent} "
+            f"dropped={self.dropped}>"
+        )
+
+    @property
+    def dropped(self) -> int:
+        return self._full + self._refused
+
+    def emit(self, record: logging.LogRecord) -> None:
+        data = record.__dict__.get(EXTRA_KEY)
+        if data is None or self._closing:
+            return
+        records = self._records
+        if len(records) >= self._max:
+            self._full += 1
+            return
+        records.append(data)
+        if self._thread is None:
+            self._start()
+        elif len(records) == self._batch:
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Ask the sender to send now (it does not wait for it)."""
+        self._wake.set()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                self._wake.set()
+                thread.join(self._close_timeout + 1.0)
+            else:
+                self._finish()
+        super().close()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rpccore-trace-sender", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while not self._closing:
+            wake.wait(self._interval)
+            wake.clear()
+            self._send_queued()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._sock.closed:
+            return
+        self._send_queued()
+        self._sock.close(linger=int(self._close_timeout * 1000))
+        self._context.term()
+
+    def _send_queued(self) -> None:
+        records, sock = self._records, self._sock
+        while records:
+            count = min(len(records), self._batch)
+            batch = [records.popleft() for _ in range(count)]
+            try:
+                sock.send(_pack(batch), zmq.NOBLOCK)
+            except zmq.Again:
+                self._refused += count
+                continue
+            except (zmq.ZMQError, TypeError, ValueError) as exc:
+                self._refused += count
+                _log.debug("dropping %d trace records: %s", count, exc)
+                continue
+            self.sent += count
+
+
+def _forget_in_child(ref: weakref.ReferenceType[CollectorHandler]) -> None:
+    """A forked child inherits the handler but not its thread: start afresh."""
+    handler = ref()
+    if handler is not None:
+        handler._thread = None
+        handler._records.clear()
+        handler._wake = threading.Event()
+
+
+# -- OpenTelemetry ----------------------------------------------------------------------
+
+# A client span's OpenTelemetry id: our sid is shared by both sides of a call (it is the
+# server span's id), so the client side gets a fixed, reversible transform of it.
+_CLIENT_ID_MASK: Final = 0x9E3779B97F4A7C15
+
+
+def otel_client_span_id(sid: str) -> int:
+    value = int(sid, 16) ^ _CLIENT_ID_MASK
+    return value or _CLIENT_ID_MASK
+
+
+def _configured_opentelemetry() -> logging.Handler | None:
+    """An OpenTelemetryHandler if the application set an SDK tracer provider (checked
+    without importing OpenTelemetry: an application that configured it imported it)."""
+    api: Any = sys.modules.get("opentelemetry.trace")
+    if api is None:
+        return None
+    provider = api.get_tracer_provider()
+    if not hasattr(provider, "add_span_processor"):  # the API's proxy or no-op provider
+        return None
+    # Imported here: OpenTelemetry is optional, and only loaded once the application uses it.
+    from ._tracing_otel import OpenTelemetryHandler  # noqa: PLC0415
+
+    return OpenTelemetryHandler(provider)
+
+
+def use_opentelemetry(provider: Any = None) -> logging.Handler:
+    """Also turn records into OpenTelemetry spans through ``provider`` (default: the
+    global one), whether or not it was configured before ``enable``. Needs
+    ``opentelemetry-sdk``. Returns the handler (on the ``rpccore.trace`` logger)."""
+    global _otel
+    from ._tracing_otel import OpenTelemetryHandler  # noqa: PLC0415
+
+    with _lock:
+        if _otel is not None:
+            logger.removeHandler(_otel)
+            _otel.close()
+        _otel = OpenTelemetryHandler(provider)
+        logger.addHandler(_otel)
+        return _otel

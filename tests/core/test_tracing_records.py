@@ -1,0 +1,402 @@
+"""Trace records without a driver: their format and size, switching tracing on and off,
+the collector handler (batches, drops, never blocking), error hooks, Sentry and
+OpenTelemetry."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import given
+from hypothesis import strategies as st
+
+import rpccore
+from rpccore import RemoteError, TraceContext, current_trace, tracing
+from rpccore import _tracing as tracing_impl
+
+KEYS = {
+    "v", "tid", "sid", "par", "side", "svc", "m", "t0", "t1", "t2", "out", "exc", "n",
+    "proc", "host", "pid",
+}  # fmt: skip
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+PARENT = "b7ad6b7169203331"
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.zerogate_trace)
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    handler = Records()
+    tracing.enable(process_name="test-proc")
+    logging.getLogger(tracing.LOGGER_NAME).addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
+        tracing.disable()
+
+
+def server_record() -> None:
+    span = tracing_impl.server_begin(TraceContext(TRACE, SPAN, PARENT), "calc", "add")
+    span.end(tracing.OK)
+    span.emit()
+
+
+def test_a_server_record_has_the_agreed_keys(records: Records) -> None:
+    span = tracing_impl.server_begin(TraceContext(TRACE, SPAN, PARENT), "calc", "add")
+    span.end(tracing.OK)
+    span.emit()
+    [record] = records.records
+    assert set(record) == KEYS
+    assert record["v"] == 1
+    assert (record["tid"], record["sid"], record["par"]) == (TRACE, SPAN, PARENT)
+    assert (record["side"], record["svc"], record["m"]) == ("server", "calc", "add")
+    assert (record["out"], record["exc"], record["n"]) == ("ok", None, None)
+    assert record["proc"] == "test-proc"
+    assert record["t0"] <= record["t1"] <= record["t2"]
+    assert abs(record["t2"] - time.time()) < 5
+
+
+def test_a_request_without_context_starts_a_trace_on_the_server(records: Records) -> None:
+    span = tracing_impl.server_begin(None, "calc", "add")
+    assert re.fullmatch(r"[0-9a-f]{32}", span.ctx.trace_id)
+    assert span.ctx.parent_span_id is None
+    span.end(tracing.ERROR, KeyError("k"))
+    span.emit()
+    [record] = records.records
+    assert (record["out"], record["exc"], record["tid"]) == ("error", "KeyError", span.ctx.trace_id)
+
+
+def test_a_root_call_starts_a_trace_and_a_nested_one_continues_it(records: Records) -> None:
+    header, span = tracing_impl.client_begin({"caller": "me"}, "add", "tcp://x:1")
+    assert header["caller"] == "me"
+    assert header["trace_id"] == span.tid
+    assert header["span_id"] == span.sid
+    assert span.par is None
+
+    def nested() -> tuple[dict[str, Any], tracing_impl.ClientSpan]:
+        current_trace.set(TraceContext(TRACE, SPAN))
+        return tracing_impl.client_begin(
+            TraceContext(TRACE, SPAN).child().to_header(), "add", "calc"
+        )
+
+    header, span = contextvars.copy_context().run(nested)
+    assert (span.tid, span.par) == (TRACE, SPAN)
+    for i in range(3):
+        span.item()
+        assert span.n == i + 1
+    span.end(tracing.STREAM)
+    span.emit()
+    [record] = records.records
+    assert (record["side"], record["out"], record["n"], record["svc"]) == (
+        "client",
+        "stream",
+        3,
+        "calc",
+    )
+    assert record["t0"] <= record["t1"] <= record["t2"]
+
+
+@pytest.mark.parametrize(
+    ("error", "out", "exc"),
+    [
+        (rpccore.TimeoutExpired("t"), "timeout", None),
+        (rpccore.LostRemote("l"), "lost", None),
+        (RemoteError("ValueError", "bad", None), "error", "ValueError"),
+        (rpccore.RemoteProtocolError("odd"), "error", "RemoteProtocolError"),
+    ],
+)
+def test_how_a_failed_call_is_recorded(
+    records: Records, error: rpccore.RPCError, out: str, exc: str | None
+) -> None:
+    _, span = tracing_impl.client_begin(None, "add", "calc")
+    span.end_with(error)
+    span.emit(error)
+    [record] = records.records
+    assert (record["out"], record["exc"]) == (out, exc)
+    assert record["t1"] is (None if out in ("timeout", "lost") else record["t2"])
+
+
+names = st.text(max_size=400) | st.text(alphabet="abc", max_size=400)
+
+
+@given(svc=names, method=names, exc=st.none() | names, n=st.none() | st.integers(0, 2**40))
+def test_a_record_packs_to_300_bytes_at_most(
+    svc: str, method: str, exc: str | None, n: int | None
+) -> None:
+    span = tracing_impl.ClientSpan("f" * 32, "e" * 16, "d" * 16, svc, method)
+    span.n = n
+    span.end(tracing.ERROR if exc is not None else tracing.ABANDONED, exc)
+    span.t1 = span.t2
+    record = tracing_impl._record("client", span.tid, span.sid, span.par, span)
+    assert len(msgpack.packb(record)) <= tracing.MAX_RECORD_BYTES
+    assert record["svc"] == svc or len(svc.encode("utf-8", "backslashreplace")) > 20
+
+
+def test_short_names_are_kept_whole() -> None:
+    span = tracing_impl.ClientSpan(TRACE, SPAN, None, "tcp://127.0.0.1:4242", "get_user")
+    span.end(tracing.ERROR, "ZeroDivisionError")
+    record = tracing_impl._record("client", TRACE, SPAN, None, span)
+    assert (record["svc"], record["m"], record["exc"]) == (
+        "tcp://127.0.0.1:4242",
+        "get_user",
+        "ZeroDivisionError",
+    )
+    assert len(msgpack.packb(record)) <= 300
+
+
+def test_process_name_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracing.ENV_PROCESS_NAME, "billing-worker")
+    try:
+        tracing.enable()
+        assert tracing_impl._ident.proc == "billing-worker"
+    finally:
+        tracing.disable()
+
+
+def test_off_means_no_records_and_on_off_is_tidy() -> None:
+    assert not tracing.is_enabled()
+    tracing.enable()
+    assert tracing.is_enabled()
+    assert tracing.collector_handler() is None  # no collector named: logging only
+    tracing.disable()
+    assert not tracing.is_enabled()
+
+
+# -- the collector handler -------------------------------------------------------------
+
+
+def pull_socket() -> tuple[zmq.Context[Any], Any, str]:
+    context: zmq.Context[Any] = zmq.Context()
+    sock = context.socket(zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return context, sock, f"tcp://127.0.0.1:{port}"
+
+
+def test_records_reach_the_collector_in_batches(records: Records) -> None:
+    context, pull, endpoint = pull_socket()
+    try:
+        handler = tracing.enable(endpoint)
+        assert handler is not None
+        for _ in range(300):
+            server_record()
+        got: list[dict[str, Any]] = []
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        while len(got) < 300:
+            batch = msgpack.unpackb(pull.recv())
+            assert isinstance(batch, list)
+            assert len(batch) <= tracing_impl.BATCH_SIZE
+            got += batch
+        assert set(got[0]) == KEYS
+        assert handler.sent == 300
+        assert handler.dropped == 0
+        assert "sent=300" in repr(handler)
+    finally:
+        tracing.disable()
+        pull.close()
+        context.term()
+
+
+def test_a_dead_collector_drops_and_counts_and_never_blocks() -> None:
+    # Nobody listens: ZeroMQ queues a few batches, then refuses; emit never waits.
+    handler = tracing_impl.CollectorHandler(
+        "tcp://127.0.0.1:9", high_water_mark=1, batch_size=10, max_buffered=50, interval=0.01
+    )
+    logger = logging.getLogger(tracing.LOGGER_NAME)
+    logger.addHandler(handler)
+    tracing.enable()
+    try:
+        start = time.perf_counter()
+        for _ in range(2000):
+            server_record()
+        elapsed = time.perf_counter() - start
+        assert elapsed < 2.0
+        deadline = time.monotonic() + 5
+        while handler.dropped + handler.sent < 2000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert handler.dropped > 0
+        assert handler.dropped + handler.sent + len(handler._records) == 2000
+    finally:
+        logger.removeHandler(handler)
+        tracing.disable()
+        handler.close()
+    assert handler._sock.closed
+
+
+def test_closing_sends_what_is_left() -> None:
+    context, pull, endpoint = pull_socket()
+    handler = tracing_impl.CollectorHandler(endpoint, interval=60.0)
+    logger = logging.getLogger(tracing.LOGGER_NAME)
+    logger.addHandler(handler)
+    tracing.enable()
+    try:
+        for _ in range(3):
+            server_record()
+        logger.removeHandler(handler)
+        handler.close()  # the thread sleeps for a minute: close must not wait for it
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        assert len(msgpack.unpackb(pull.recv())) == 3
+        handler.close()  # twice is harmless
+    finally:
+        tracing.disable()
+        pull.close()
+        context.term()
+
+
+def test_a_bad_collector_endpoint_fails_at_enable() -> None:
+    with pytest.raises(zmq.ZMQError):
+        tracing.enable("nonsense://x")
+    tracing.disable()
+
+
+# -- error hooks, Sentry, OpenTelemetry --------------------------------------------------
+
+
+def test_error_hooks_see_every_err_and_cannot_break_calls(records: Records) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def broken(record: dict[str, Any], error: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    remove = tracing.on_error(lambda record, error: seen.append((record["tid"], error)))
+    remove_broken = tracing.on_error(broken)
+    try:
+        problem = KeyError("k")
+        span = tracing_impl.server_begin(TraceContext(TRACE, SPAN), "calc", "get")
+        span.end(tracing.ERROR, problem)
+        span.emit()
+        _, client = tracing_impl.client_begin(None, "get", "calc")
+        remote = RemoteError("KeyError", "k", None)
+        client.end_with(remote)
+        client.emit(remote)
+        ok = tracing_impl.server_begin(None, "calc", "get")
+        ok.end(tracing.OK)
+        ok.emit()
+    finally:
+        remove()
+        remove_broken()
+    assert seen == [(TRACE, problem), (client.tid, remote)]
+    assert len(records.records) == 3
+
+
+def test_server_errors_go_to_an_initialised_sentry(records: Records) -> None:
+    sentry_sdk = pytest.importorskip("sentry_sdk")
+    from sentry_sdk.transport import Transport
+
+    events: list[dict[str, Any]] = []
+
+    class Fake(Transport):
+        def capture_envelope(self, envelope: Any) -> None:
+            for item in envelope.items:
+                if item.type == "event":
+                    events.append(item.payload.json)
+
+    sentry_sdk.init(dsn="https://key@sentry.invalid/1", transport=Fake, default_integrations=False)
+    try:
+        span = tracing_impl.server_begin(TraceContext(TRACE, SPAN), "calc", "divide")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError as exc:
+            span.end(tracing.ERROR, exc)
+        span.emit()
+        sentry_sdk.flush()
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+    [event] = events
+    assert event["tags"]["trace_id"] == TRACE
+    assert event["tags"]["rpc.service"] == "calc"
+    assert event["tags"]["rpc.method"] == "divide"
+    assert event["exception"]["values"][0]["type"] == "ZeroDivisionError"
+
+
+def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    handler = tracing.use_opentelemetry(provider)
+    try:
+        _, client = tracing_impl.client_begin(None, "add", "calc")
+        client.end(tracing.OK)
+        server = tracing_impl.server_begin(
+            TraceContext(client.tid, client.sid, client.par), "calc", "add"
+        )
+        server.end(tracing.ERROR, ValueError("v"))
+        server.emit()
+        client.emit()
+    finally:
+        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
+        handler.close()
+    spans = {span.kind: span for span in exporter.get_finished_spans()}
+    s, c = spans[SpanKind.SERVER], spans[SpanKind.CLIENT]
+    assert s.name == c.name == "calc/add"
+    assert s.attributes is not None
+    assert c.attributes is not None
+    assert s.attributes["rpc.system.name"] == "zerorpc"
+    assert (s.attributes["rpc.service"], s.attributes["rpc.method"]) == ("calc", "add")
+    assert s.context is not None
+    assert c.context is not None
+    assert format(s.context.trace_id, "032x") == format(c.context.trace_id, "032x") == client.tid
+    assert format(s.context.span_id, "016x") == client.sid  # the server span is our sid
+    assert s.parent is not None
+    assert s.parent.span_id == c.context.span_id
+    assert c.parent is None  # a root call
+    assert s.status.status_code is StatusCode.ERROR
+    assert s.start_time == int(server.t0 * 1e9)
+
+
+# -- carrying the context into threads -------------------------------------------------
+
+
+def test_traced_carries_the_trace_into_a_thread() -> None:
+    ctx = TraceContext(TRACE, SPAN)
+    seen: list[TraceContext | None] = []
+
+    def work() -> None:
+        seen.append(current_trace.get())
+
+    def handler() -> None:
+        current_trace.set(ctx)
+        plain = threading.Thread(target=work)
+        wrapped = threading.Thread(target=rpccore.traced(work))
+        plain.start()
+        plain.join()
+        wrapped.start()
+        wrapped.join()
+
+    contextvars.copy_context().run(handler)
+    assert seen == [None, ctx]
+
+
+def test_protocol_built_ins_are_never_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rpccore import _tracing
+
+    monkeypatch.setattr(_tracing, "ON", True)
+    assert _tracing.traces("add")
+    assert not _tracing.traces("_zerorpc_ping")
+    assert not _tracing.traces("_zerorpc_inspect")
+    monkeypatch.setattr(_tracing, "ON", False)
+    assert not _tracing.traces("add")

@@ -1,0 +1,177 @@
+"""Trace records on the gevent driver, and spawn_traced for greenlets a handler starts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import gevent
+import gevent.subprocess
+import pytest
+
+from rpccore import RemoteError, current_trace, tracing
+from rpccore.green import Client, Server, spawn_traced, stream
+
+HB = 0.2
+LOOPBACK = "tcp://127.0.0.1:*"
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.zerogate_trace)
+
+    def find(self, side: str, method: str) -> dict[str, Any]:
+        [found] = [r for r in self.records if r["side"] == side and r["m"] == method]
+        return found
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    handler = Records()
+    tracing.enable(process_name="green-test")
+    logging.getLogger(tracing.LOGGER_NAME).addHandler(handler)
+    try:
+        with gevent.Timeout(30):
+            yield handler
+    finally:
+        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
+        tracing.disable()
+
+
+@contextmanager
+def serving(obj: object, **options: Any) -> Iterator[str]:
+    server = Server(obj, heartbeat=HB, **options)
+    try:
+        endpoint = server.bind(LOOPBACK)[0]
+        server.start()
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@contextmanager
+def connected(endpoint: str) -> Iterator[Client]:
+    client = Client(endpoint, heartbeat=HB, timeout=10.0)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def wait_for(records: Records, count: int) -> None:
+    with gevent.Timeout(5, AssertionError(f"not {count} records: {records.records}")):
+        while len(records.records) < count:
+            gevent.sleep(0.01)
+
+
+class Backend:
+    def whoami(self) -> str | None:
+        ctx = current_trace.get()
+        return None if ctx is None else ctx.span_id
+
+    def fail(self) -> None:
+        raise ValueError("bad")
+
+    @stream
+    def count(self, n: int) -> Any:
+        return range(n)
+
+
+class Front:
+    def __init__(self, backend: Client) -> None:
+        self._backend = backend
+
+    def relay(self) -> Any:
+        return self._backend.whoami()
+
+    def relay_spawned(self) -> Any:
+        return spawn_traced(self._backend.whoami).get()
+
+    def relay_plain_spawn(self) -> Any:
+        return gevent.spawn(self._backend.whoami).get()
+
+
+@pytest.mark.parametrize("method", ["relay", "relay_spawned"])
+def test_records_link_into_a_call_tree(records: Records, method: str) -> None:
+    with (
+        serving(Backend(), name="back") as b_endpoint,
+        connected(b_endpoint) as to_b,
+        serving(Front(to_b), name="front") as a_endpoint,
+        connected(a_endpoint) as to_a,
+    ):
+        b_span = to_a.call(method)
+        wait_for(records, 4)
+    root, front = records.find("client", method), records.find("server", method)
+    back_client, back = records.find("client", "whoami"), records.find("server", "whoami")
+    assert len({r["tid"] for r in records.records}) == 1
+    assert root["par"] is None
+    assert front["sid"] == root["sid"]
+    assert back_client["par"] == front["sid"]
+    assert back["sid"] == back_client["sid"] == b_span
+    assert all(r["out"] == "ok" and r["proc"] == "green-test" for r in records.records)
+
+
+def test_a_plain_spawn_starts_a_new_trace(records: Records) -> None:
+    with (
+        serving(Backend()) as b_endpoint,
+        connected(b_endpoint) as to_b,
+        serving(Front(to_b)) as a_endpoint,
+        connected(a_endpoint) as to_a,
+    ):
+        to_a.relay_plain_spawn()
+        wait_for(records, 4)
+    front = records.find("server", "relay_plain_spawn")
+    assert records.find("client", "whoami")["tid"] != front["tid"]  # hence spawn_traced
+
+
+def test_errors_and_streams(records: Records) -> None:
+    errors: list[Any] = []
+    remove = tracing.on_error(lambda record, error: errors.append(error))
+    try:
+        with serving(Backend(), threaded=True) as endpoint, connected(endpoint) as client:
+            with pytest.raises(RemoteError):
+                client.fail()
+            assert list(client.stream("count", 4)) == [0, 1, 2, 3]
+            wait_for(records, 4)
+    finally:
+        remove()
+    assert records.find("server", "fail")["exc"] == "ValueError"
+    assert records.find("client", "fail")["out"] == "error"
+    assert records.find("server", "count")["n"] == records.find("client", "count")["n"] == 4
+    assert [type(e).__name__ for e in errors] == ["ValueError", "RemoteError"]
+
+
+def test_zerogate_rpc_collector_ships_the_calls_records(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    import msgpack
+    import zmq.green
+
+    context = zmq.green.Context.instance()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        with serving(Backend(), name="back") as endpoint:
+            argv = [sys.executable, "-m", "gateway.cli", "rpc", "--collector"]
+            argv += [f"tcp://127.0.0.1:{port}", endpoint, "whoami"]
+            proc = gevent.subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = proc.communicate(timeout=20)
+            assert proc.returncode == 0, err
+            got: list[dict[str, Any]] = []
+            with gevent.Timeout(5):
+                while not any(r["side"] == "client" for r in got):
+                    got += msgpack.unpackb(pull.recv())
+        [record] = [r for r in got if r["side"] == "client"]
+        assert record["m"] == "whoami"
+        assert record["out"] == "ok"
+        assert record["sid"] in out.decode()  # the server's handler ran in that span
+    finally:
+        pull.close()

@@ -1,0 +1,173 @@
+"""Helpers of the tracing tests: records on the wire, a bounded asyncio runner, a plain PUSH
+sender, and the collector as a child process (``python -m gateway.collector``)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, Final, ParamSpec
+
+import msgpack
+import zmq
+
+REPO: Final = Path(__file__).resolve().parent.parent.parent
+START_TIMEOUT: Final = 20.0
+TEST_TIMEOUT: Final = 30.0
+P = ParamSpec("P")
+
+TID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
+SID: Final = "00f067aa0ba902b7"
+
+
+def wire_record(**overrides: Any) -> dict[str, Any]:
+    """A valid version-1 record as a sender ships it; ``overrides`` replace keys (a value of
+    ``...`` removes the key)."""
+    record: dict[str, Any] = {
+        "v": 1,
+        "tid": TID,
+        "sid": SID,
+        "par": None,
+        "side": "server",
+        "svc": "calc",
+        "m": "add",
+        "t0": 1_700_000_000.25,
+        "t1": 1_700_000_000.251,
+        "t2": 1_700_000_000.252,
+        "out": "ok",
+        "exc": None,
+        "n": None,
+        "proc": "calc-server",
+        "host": "app-1",
+        "pid": 4242,
+    }
+    for key, value in overrides.items():
+        if value is ...:
+            record.pop(key, None)
+        else:
+            record[key] = value
+    return record
+
+
+def trace_id(number: int) -> str:
+    return f"{number:032x}"
+
+
+def span_id(number: int) -> str:
+    return f"{number:016x}"
+
+
+def pack(records: Iterable[dict[str, Any]]) -> bytes:
+    return msgpack.packb(list(records), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def run_async(
+    func: Callable[P, Coroutine[Any, Any, None]] | None = None, *, timeout: float = TEST_TIMEOUT
+) -> Any:
+    """``@run_async``: run an ``async def`` test with ``asyncio.run``, bounded in time; errors
+    handed to the loop's exception handler fail it."""
+
+    def decorate(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+        @functools.wraps(test)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            errors: list[dict[str, Any]] = []
+
+            async def main() -> None:
+                loop = asyncio.get_running_loop()
+                loop.set_exception_handler(lambda _, ctx: errors.append(ctx))
+                await asyncio.wait_for(test(*args, **kwargs), timeout)
+
+            asyncio.run(main())
+            assert not errors, f"background errors: {errors}"
+
+        return wrapper
+
+    return decorate if func is None else decorate(func)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_endpoints() -> tuple[str, str]:
+    """Two free loopback endpoints: (records, queries)."""
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+
+
+class Sender:
+    """A plain PUSH socket, as a traced process has one: never blocks unless asked to."""
+
+    def __init__(self, endpoint: str, *, hwm: int = 1000) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.connect(endpoint)
+        self.sent = 0
+        self.dropped = 0
+
+    def send(self, frame: bytes, *, block: bool = False) -> bool:
+        try:
+            self.sock.send(frame, 0 if block else zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Children:
+    """Child processes started by a test, each stopped by PID at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *argv: str, name: str) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("ZEROGATE_CONFIG", None)
+        proc = subprocess.Popen(
+            [sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def collector(self, *args: str, name: str = "collector") -> subprocess.Popen[bytes]:
+        """``python -m gateway.collector ARGS``, once it printed its ready line."""
+        proc = self.start("-m", "gateway.collector", *args, name=name)
+        deadline = time.monotonic() + START_TIMEOUT
+        while "records on" not in self.log_of(name):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the collector did not start:\n{self.log_of(name)}")
+            time.sleep(0.02)
+        return proc
+
+    def log_of(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)

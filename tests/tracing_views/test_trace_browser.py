@@ -1,0 +1,254 @@
+"""The trace and statistics pages in a real headless Chromium, the network cut off but for
+the views' own server.
+
+The views (a fake ``TraceSource`` holding a hand-made trace: the gateway's HTTP span -> a.run
+-> b.work -> c.numbers, a stream, and c.fail, which raises) run under uvicorn on a loopback
+port. Debian's Chromium, driven by Playwright through its own executable, opens the list of
+recent traces, follows the link to the trace and checks the timeline draws every span at its
+depth and in time order, with the failed one in red and named by its exception; then the
+statistics page, which must reload itself. Any request off the server is refused and
+recorded, and a Content-Security-Policy violation (the inline stylesheet's hash) would show as
+a console error. Screenshots go to ``test-artifacts/`` (ignored by git).
+
+Under CI=true a missing Chromium or Playwright fails these tests; elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, NoReturn
+
+import pytest
+from views_support import (
+    A_RUN,
+    B_WORK,
+    C_FAIL,
+    C_NUMBERS,
+    HTTP,
+    T0,
+    TRACE_ID,
+    FakeSource,
+    Served,
+    three_level_trace,
+    views_app,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page, Route
+
+REPO: Final = Path(__file__).resolve().parent.parent.parent
+ARTIFACTS: Final = REPO / "test-artifacts"
+CHROMIUM_FLAGS: Final = [
+    "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves
+]
+STEP_MS: Final = 20_000
+RED: Final = "rgb(220, 38, 38)"
+
+
+def required(what: str) -> NoReturn:
+    """A missing tool: a failure under CI (which installs it), else a skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is missing; CI installs it")
+    pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    executable = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+    )
+    if executable is None:
+        required("Debian's chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        required("playwright (the test extra)")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "profile",
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            timeout=60_000,
+            viewport={"width": 1280, "height": 800},
+        )
+        context.set_default_timeout(STEP_MS)
+        context.set_default_navigation_timeout(STEP_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    source = FakeSource()
+    source.traces[TRACE_ID] = three_level_trace()
+    source.recent_traces = [
+        {
+            "trace_id": TRACE_ID,
+            "start": T0,
+            "duration": 0.05,
+            "spans": 5,
+            "errors": 1,
+            "root": {"svc": "gateway", "m": "POST /rpc/a/run"},
+        }
+    ]
+    source.current_stats = {
+        "a": {
+            "run": {"count": 40, "errors": 0, "rate": 4.0, "p50": 0.02, "p90": 0.04, "p99": 0.05}
+        },
+        "c": {
+            "fail": {
+                "count": 40,
+                "errors": 40,
+                "rate": 4.0,
+                "p50": 0.007,
+                "p90": 0.008,
+                "p99": 0.009,
+                "side": "server",
+                "buckets": [[0.0025, 1], [0.005, 3], [0.01, 30], [None, 6]],
+            }
+        },
+    }
+    return source
+
+
+class Watch:
+    """Refuses and records every request off ``origin``; keeps script and console errors."""
+
+    def __init__(self, context: BrowserContext, origin: str) -> None:
+        self.origin = origin
+        self.refused: list[str] = []
+        self.errors: list[str] = []
+        context.route("**/*", self._route)
+
+    def _route(self, route: Route) -> None:
+        if route.request.url.startswith(self.origin + "/"):
+            route.continue_()
+        else:
+            self.refused.append(route.request.url)
+            route.abort("blockedbyclient")
+
+    def page(self, context: BrowserContext) -> Page:
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(f"script: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(f"console: {message.text}") if message.type == "error" else None
+            ),
+        )
+        return page
+
+    def check(self) -> None:
+        assert self.refused == []
+        assert self.errors == []
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / name, full_page=True)
+
+
+@pytest.mark.slow
+def test_trace_timeline_draws_every_span(browser: BrowserContext, source: FakeSource) -> None:
+    with Served(views_app(source)) as served:
+        watch = Watch(browser, served.url)
+        page = watch.page(browser)
+        page.goto(f"{served.url}/traces")
+        page.click(f'a[href="traces/{TRACE_ID}"]')
+        page.wait_for_url(f"{served.url}/traces/{TRACE_ID}")
+        page.wait_for_selector("svg.timeline")
+
+        rows = page.eval_on_selector_all(
+            "svg.timeline g.span",
+            """groups => groups.map(g => {
+                const bar = g.querySelector('rect.bar').getBoundingClientRect();
+                return {
+                    id: g.dataset.spanId,
+                    depth: Number(g.dataset.depth),
+                    error: g.classList.contains('error'),
+                    label: g.querySelector('text.label').textContent,
+                    labelX: g.querySelector('text.label').getBoundingClientRect().x,
+                    info: g.querySelector('text.info').textContent,
+                    title: g.querySelector('title').textContent,
+                    fill: getComputedStyle(g.querySelector('rect.bar')).fill,
+                    weight: getComputedStyle(g.querySelector('text.label')).fontWeight,
+                    x: bar.x, width: bar.width, y: bar.y, height: bar.height,
+                };
+            })""",
+        )
+        assert [(r["id"], r["depth"], r["label"]) for r in rows] == [
+            (HTTP, 0, "gateway POST /rpc/a/run"),
+            (A_RUN, 1, "a.run"),
+            (B_WORK, 2, "b.work"),
+            (C_NUMBERS, 3, "c.numbers"),
+            (C_FAIL, 3, "c.fail"),
+        ]
+        # Drawn: every bar has a size, one row below the other, indented by depth.
+        assert all(r["width"] > 0 and r["height"] > 0 for r in rows)
+        assert [r["y"] for r in rows] == sorted(r["y"] for r in rows)
+        assert len({r["y"] for r in rows}) == 5
+        assert [r["labelX"] for r in rows[:4]] == sorted(r["labelX"] for r in rows[:4])
+        # Placed in time: each child starts inside its parent; c.fail after c.numbers.
+        by_id = {r["id"]: r for r in rows}
+        for child, parent in ((A_RUN, HTTP), (B_WORK, A_RUN), (C_NUMBERS, B_WORK)):
+            assert by_id[child]["x"] >= by_id[parent]["x"]
+            inner_end = by_id[child]["x"] + by_id[child]["width"]
+            assert inner_end <= by_id[parent]["x"] + by_id[parent]["width"] + 0.5
+        assert by_id[C_FAIL]["x"] > by_id[C_NUMBERS]["x"] + by_id[C_NUMBERS]["width"]
+        # The error: red, bold, named; the others are not red.
+        failed = [r for r in rows if r["error"]]
+        assert [r["id"] for r in failed] == [C_FAIL]
+        assert failed[0]["fill"] == RED
+        assert failed[0]["weight"] == "600"
+        assert "ValueError" in failed[0]["info"]
+        assert "error: ValueError" in failed[0]["title"]
+        assert all(r["fill"] != RED for r in rows if not r["error"])
+        assert "5 items" in by_id[C_NUMBERS]["info"]
+        assert "stream items: 5" in by_id[C_NUMBERS]["title"]
+        assert "process: c@box pid 4242" in by_id[C_FAIL]["title"]
+        # The table lists the same spans; the summary counts them.
+        assert page.locator("tbody tr").count() == 5
+        assert page.locator("tbody tr.failed").count() == 1
+        assert "5 spans" in page.locator(".summary").inner_text()
+        assert "1 error" in page.locator(".summary").inner_text()
+        page.hover(f'g.span[data-span-id="{C_FAIL}"] rect.bar')
+        screenshot(page, "trace-timeline.png")
+        watch.check()
+
+
+@pytest.mark.slow
+def test_stats_page_draws_charts_and_reloads(browser: BrowserContext, source: FakeSource) -> None:
+    with Served(views_app(source, refresh=1)) as served:
+        watch = Watch(browser, served.url)
+        page = watch.page(browser)
+        page.goto(f"{served.url}/stats")
+        rows = page.locator("tbody tr")
+        assert rows.count() == 2
+        assert page.locator("svg.sparkline polyline").count() == 2
+        assert page.locator("svg.percentiles rect.pct").count() == 6
+        assert page.locator("svg.histogram rect.hist").count() == 4
+        assert page.locator("tr.failed").inner_text().startswith("c.fail")
+        fill = page.eval_on_selector("svg.percentiles rect.p99", "r => getComputedStyle(r).fill")
+        assert fill == "rgb(30, 64, 175)"  # the stylesheet applies (its hash is allowed)
+        screenshot(page, "stats-page.png")
+        # It reloads itself: the view asks the source again, with no click.
+        asked = sum(1 for what, _ in source.queries if what == "stats")
+        deadline = time.monotonic() + 10
+        while sum(1 for what, _ in source.queries if what == "stats") < asked + 2:
+            assert time.monotonic() < deadline, "the statistics page did not reload"
+            page.wait_for_timeout(200)
+        page.wait_for_selector("svg.sparkline")
+        watch.check()
