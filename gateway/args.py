@@ -11,7 +11,9 @@ names a ``*args`` parameter. Rules:
 - A skipped argument that has a default, followed by one the caller gave, is filled with the
   published default. Trailing defaulted arguments the caller left out are not sent: the
   backend applies its own defaults, which is exact even when the published one is only the
-  ``repr`` of a value msgpack could not carry.
+  ``repr`` of a value msgpack could not carry. Such a default (marked ``"default_repr":
+  true``) never fills a gap: sending its text would hand the method a string instead of
+  its default, so the caller must give that argument (400 ``default_not_sendable``).
 - The varargs name may be given an array, appended after the named arguments.
 - An empty body is checked like an empty array: a missing argument is our 400, not the
   backend's TypeError.
@@ -42,19 +44,26 @@ CONFLICTING: Final = "conflicting_argument"
 REPEATED: Final = "repeated_argument"
 INVALID_TYPE: Final = "invalid_type"
 NAMES_UNKNOWN: Final = "argument_names_unknown"
+UNSENDABLE_DEFAULT: Final = "default_not_sendable"
 
 # A hostile body may name thousands of unknown arguments; the answer stays small.
 MAX_ERRORS: Final = 50
 _MAX_NAMES_IN_DETAIL: Final = 5
 
 
+_NO_NAMES: Final[frozenset[str]] = frozenset()
+
+
 class Signature(NamedTuple):
     """What a description entry says about sending arguments: the names in call order
-    (never ``self``), the published defaults by name, and the ``*args`` name."""
+    (never ``self``), the published defaults by name, the ``*args`` name, and the names
+    whose published default is only the ``repr`` of a value msgpack cannot carry (they have
+    a default, but it cannot be sent)."""
 
     names: list[str]
     defaults: dict[str, Any]
     varargs: str | None
+    unsendable: frozenset[str] = _NO_NAMES
 
 
 def signature(entry: Mapping[str, Any]) -> Signature | None:
@@ -65,6 +74,7 @@ def signature(entry: Mapping[str, Any]) -> Signature | None:
         return None
     names: list[str] = []
     defaults: dict[str, Any] = {}
+    unsendable = _NO_NAMES
     for arg in args:
         if not isinstance(arg, dict) or type(name := arg.get("name")) is not str:
             return None
@@ -74,9 +84,11 @@ def signature(entry: Mapping[str, Any]) -> Signature | None:
         names.append(name)
         if "default" in arg:
             defaults[name] = arg["default"]
+            if arg.get("default_repr") is True:
+                unsendable = unsendable | {name}
     varargs = entry.get("varargs")
     # _make skips NamedTuple's Python-level __new__: a third of this function's time.
-    return Signature._make((names, defaults, varargs if type(varargs) is str else None))
+    return Signature._make((names, defaults, varargs if type(varargs) is str else None, unsendable))
 
 
 class _Complaints:
@@ -202,19 +214,25 @@ def _check_arity(sig: Signature, count: int, complaints: _Complaints) -> None:
 
 def _bind_plain_object(sig: Signature, body: dict[Any, Any]) -> list[Any] | None:
     """The fast path of an object body that names only arguments (no ``*args``) and
-    every required one; None for anything else, which ``_bind_named`` then explains."""
+    every required one, leaving no gap a default cannot fill; None for anything else, which
+    ``_bind_named`` then explains."""
     args: list[Any] = []
     found = given_up_to = 0
+    gap = -1  # the first position left to a default that cannot be sent
     for name in sig.names:
         if name in body:
             args.append(body[name])
             found += 1
             given_up_to = len(args)
         elif name in sig.defaults:
+            if gap < 0 and name in sig.unsendable:
+                gap = len(args)
             args.append(sig.defaults[name])
         else:
             return None
-    return args[:given_up_to] if found == len(body) else None
+    if found != len(body) or 0 <= gap < given_up_to:
+        return None
+    return args[:given_up_to]
 
 
 # -- named arguments -----------------------------------------------------------------
@@ -247,6 +265,7 @@ def _bind_named(
     remaining = dict(named)
     args: list[Any] = []
     missing: list[str] = []
+    unsendable: list[tuple[int, str]] = []  # gaps only the repr of a default could fill
     given_up_to = 0  # how many leading params are covered, gaps filled with defaults
     for index, name in enumerate(sig.names):
         found = remaining.pop(name, None)
@@ -255,6 +274,8 @@ def _bind_named(
             given_up_to = index + 1
         elif name in sig.defaults:
             args.append(sig.defaults[name])
+            if name in sig.unsendable:
+                unsendable.append((index, name))
         else:
             args.append(None)
             missing.append(name)
@@ -265,9 +286,25 @@ def _bind_named(
         )
     extra = _varargs(sig, remaining, complaints)
     _refuse_unexpected(sig, remaining, complaints)
-    if extra:
-        return args + extra  # every named position must be sent before the extra ones
-    return args[:given_up_to]
+    # Every named position must be sent before the extra ones.
+    sent = len(args) if extra else given_up_to
+    _refuse_unsendable([name for index, name in unsendable if index < sent], complaints, missing_in)
+    return args + extra if extra else args[:given_up_to]
+
+
+def _refuse_unsendable(names: list[str], complaints: _Complaints, missing_in: Location) -> None:
+    for name in names:
+        complaints.add(
+            [missing_in, name],
+            "give it explicitly: its default cannot be sent (a later argument is given)",
+            UNSENDABLE_DEFAULT,
+        )
+    if names:
+        its = "its" if len(names) == 1 else "their"
+        complaints.phrases.append(
+            f"give {_quoted(names)} explicitly: {its} default cannot be sent, and a later "
+            "argument is given"
+        )
 
 
 def _varargs(sig: Signature, remaining: dict[str, Any], complaints: _Complaints) -> list[Any]:
@@ -442,6 +479,7 @@ __all__ = [
     "NAMES_UNKNOWN",
     "REPEATED",
     "UNEXPECTED",
+    "UNSENDABLE_DEFAULT",
     "Location",
     "Named",
     "Signature",

@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final
 
-from rpccore import LostRemote, MethodNotFound, RemoteError, RPCError, TimeoutExpired
+from rpccore import (
+    LocalProtocolError,
+    LostRemote,
+    MethodNotFound,
+    RemoteError,
+    RPCError,
+    TimeoutExpired,
+)
 
 PROBLEM_JSON: Final = "application/problem+json"
 
@@ -152,6 +159,15 @@ def problem_from_rpc_error(
             502,
             f"the {service} backend stopped answering during the call",
             code=UNAVAILABLE,
+            rpc=rpc,
+        )
+    if isinstance(exc, LocalProtocolError):
+        # The call could not even be sent: its arguments cannot be packed (an integer beyond
+        # 64 bits, ...). The caller's request, not the backend, is at fault.
+        return Problem(
+            400,
+            f"the arguments of {service}.{method} cannot be sent: {exc}",
+            code=INVALID_ARGUMENT,
             rpc=rpc,
         )
     # A protocol error or a refused message: the backend spoke nonsense, or too much.

@@ -13,6 +13,8 @@ from ._schemas import SCHEMAS_REF, JsonSchema
 
 PROBLEM: Final = "Problem"
 STREAM_ERROR: Final = "StreamError"
+SSE_END: Final = "SseEnd"
+SSE_ERROR: Final = "SseError"
 JSONRPC_REQUEST: Final = "JsonRpcRequest"
 JSONRPC_RESPONSE: Final = "JsonRpcResponse"
 
@@ -108,6 +110,32 @@ _STREAM_ERROR: Final[JsonSchema] = {
     "additionalProperties": False,
 }
 
+# Server-sent events, each described as the object an SSE parser makes of it: its ``data``
+# (a string, here JSON: contentMediaType and contentSchema say what it holds) and its
+# ``event`` type ("message" when the event names none). That is OpenAPI 3.2's model of an
+# event, and how tools read a 3.1 text/event-stream schema (one event, not the stream).
+_SSE_END: Final[JsonSchema] = {
+    "type": "object",
+    "description": "The last event of a stream that ended well (`event: end`, empty data).",
+    "properties": {"event": {"const": "end"}, "data": {"const": ""}},
+    "required": ["event"],
+}
+
+_SSE_ERROR: Final[JsonSchema] = {
+    "type": "object",
+    "description": "The last event of a stream that failed after it started (`event: error`); "
+    "its data is the problem document.",
+    "properties": {
+        "event": {"const": "error"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": schema_ref(PROBLEM),
+        },
+    },
+    "required": ["event", "data"],
+}
+
 _REQUEST_ID: Final[JsonSchema] = {
     "type": ["string", "number", "null"],
     "description": "Echoed in the response; leave it out for a notification (no response).",
@@ -123,6 +151,7 @@ _JSONRPC_REQUEST: Final[JsonSchema] = {
         },
         "params": {
             "type": ["array", "object"],
+            "items": {},  # any values; said, since SDK generators refuse arrays without items
             "description": "Positional (array) or named (object) arguments, as for "
             "POST /rpc/{service}/{method}.",
         },
@@ -160,6 +189,8 @@ _JSONRPC_RESPONSE: Final[JsonSchema] = {
 BUILTIN_SCHEMAS: Final[tuple[tuple[str, JsonSchema], ...]] = (
     (PROBLEM, _PROBLEM),
     (STREAM_ERROR, _STREAM_ERROR),
+    (SSE_END, _SSE_END),
+    (SSE_ERROR, _SSE_ERROR),
     (JSONRPC_REQUEST, _JSONRPC_REQUEST),
     (JSONRPC_RESPONSE, _JSONRPC_RESPONSE),
 )

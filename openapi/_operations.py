@@ -12,6 +12,9 @@ Each says what the gateway really does (``gateway.args``, ``gateway.payloads``):
   (``?ids=1&ids=2`` is a 400: a query key may not repeat).
 - A plain result is JSON (bytes as text or ``{"$base64": ...}``) or msgpack; a stream is
   NDJSON (``{"result": item}`` lines, a last ``{"error": problem}`` line on failure) or SSE.
+  A stream's schemas describe one part of it: the NDJSON schema one line, the SSE schema one
+  event as a parser reads it (``{"event", "data"}``, the data JSON: ``contentSchema``), the
+  way OpenAPI 3.2 describes events and tools read a 3.1 document.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from ._components import (
     JSONRPC_RESPONSE,
     MAPPED,
     RATE_LIMITED,
+    SSE_END,
+    SSE_ERROR,
     STREAM_ERROR,
     UNAUTHORIZED,
     ErrorResponse,
@@ -69,6 +74,9 @@ STREAM_UNKNOWN_NOTE: Final = (
 )
 _ANY_VALUE: Final = "Any value: the backend publishes no type for it."
 _SCALARS: Final = frozenset({"string", "integer", "number", "boolean", "null"})
+# The items of an array of any values. Saying nothing would mean the same in JSON Schema, but
+# SDK generators (openapi-python-client) refuse an array without items or prefixItems.
+_ANY_ITEMS: Final[JsonSchema] = {}
 
 
 class Operations:
@@ -90,8 +98,8 @@ class Operations:
         if method.safe:
             notes.append(f"Also callable with GET (operation {method.service}.{method.name}.get).")
         op = self._operation(method, f"{method.service}.{method.name}", notes)
-        body = self._body(method, frozenset(), positional=True)
-        op["requestBody"] = body
+        op["parameters"] = list(CALL_PARAMETERS)
+        op["requestBody"] = self._body(method, frozenset(), positional=True)
         path = rpc_path(method)
         op["responses"] = self._responses(method, service, path, reads_body=True)
         return self._secured(op, path)
@@ -211,14 +219,20 @@ class Operations:
             schema: JsonSchema = {"description": _ANY_VALUE}
         else:
             schema = self._embed(arg.schema, Context.REQUEST, _hint(method, arg.name))
-        if arg.default is not MISSING and admits(arg.schema, arg.default):
-            schema = {**schema, "default": arg.default}
+        if arg.default_repr is not None:
+            note = (
+                f"The method's default, {arg.default_repr}, is a value the gateway cannot "
+                "send: leave this argument out only when no later one is given."
+            )
+        elif arg.default is not MISSING and admits(arg.schema, arg.default):
+            return {**schema, "default": arg.default}
         elif arg.has_default:
-            # No JSON form, or only a stand-in (the repr of a value msgpack cannot carry).
+            # No JSON form, or one the schema refuses (another server's stand-in).
             shown = "" if arg.default is MISSING else f": {arg.default}"
             note = f"Optional (the method has a default{shown})."
-            schema = {**schema, "description": f"{schema.get('description', '')} {note}".strip()}
-        return schema
+        else:
+            return schema
+        return {**schema, "description": f"{schema.get('description', '')} {note}".strip()}
 
     def _body(self, method: Method, taken: frozenset[str], *, positional: bool) -> dict[str, Any]:
         if method.args is None:
@@ -251,6 +265,8 @@ class Operations:
         }
         if required := method.required(taken):
             schema["required"] = required
+        if needed := method.needed_with(taken):
+            schema["dependentRequired"] = needed
         return schema
 
     def _array_form(self, method: Method) -> JsonSchema:
@@ -258,6 +274,8 @@ class Operations:
         schema: JsonSchema = {"type": "array", "title": "positional arguments"}
         if args:
             schema["prefixItems"] = [{"title": a.name, **self._arg_schema(method, a)} for a in args]
+        else:
+            schema["items"] = _ANY_ITEMS
         # The gateway checks the count: every argument up to the last one without a
         # default must be given; more than the names only with a *varargs.
         required = [i for i, a in enumerate(args) if not a.has_default]
@@ -371,7 +389,17 @@ class Operations:
                 schema_ref(STREAM_ERROR),
             ]
         }
-        return {NDJSON: {"schema": line}, SSE: {"schema": schema}}
+        item_event = {
+            "type": "object",
+            "description": "One item (`data:` the item as JSON).",
+            "properties": {
+                "event": {"const": "message"},
+                "data": {"type": "string", "contentMediaType": JSON, "contentSchema": schema},
+            },
+            "required": ["data"],
+        }
+        event = {"oneOf": [item_event, schema_ref(SSE_END), schema_ref(SSE_ERROR)]}
+        return {NDJSON: {"schema": line}, SSE: {"schema": event}}
 
     def _errors(
         self,
@@ -470,6 +498,7 @@ def _hint(method: Method, part: str) -> str:
 def _varargs_schema(name: str) -> JsonSchema:
     return {
         "type": "array",
+        "items": _ANY_ITEMS,
         "description": f"More positional arguments (*{name}), sent after all the named ones.",
     }
 
@@ -477,14 +506,16 @@ def _varargs_schema(name: str) -> JsonSchema:
 def _untyped_array() -> JsonSchema:
     return {
         "type": "array",
+        "items": _ANY_ITEMS,
         "title": "positional arguments",
         "description": "Any positional arguments: the backend publishes no names or types.",
     }
 
 
 def _item_schema(returns: Any) -> Any:
-    """A stream's item schema: what ``Iterable[X]`` publishes as ``items``. None when the
-    backend published none (``Iterator[X]`` and generators publish nothing)."""
+    """A stream's item schema: the ``items`` of its published ``returns`` (our servers
+    publish ``Iterator[X]``, ``Generator[X, ...]``, their async forms and ``Iterable[X]`` as
+    an array of ``X``). None when the backend published none, or an array without one."""
     if not isinstance(returns, Mapping):
         return None
     cleaned = clean(returns)
@@ -497,11 +528,11 @@ def _item_schema(returns: Any) -> Any:
 def _ok_description(stream: bool | None) -> str:
     if stream is True:
         return (
-            'A stream. NDJSON: one {"result": item} line per item as it arrives, and a last '
-            '{"error": problem} line if it fails after it started. With Accept: '
-            "text/event-stream, server-sent events: one `data:` event per item (the item as "
-            "JSON, the schema below), then `event: end`, or `event: error` whose data is the "
-            "problem."
+            'A stream. NDJSON: one {"result": item} line per item as it arrives (the schema '
+            'below describes one line), and a last {"error": problem} line if it fails after '
+            "it started. With Accept: text/event-stream, server-sent events (the schema "
+            "describes one event, as its data and event type): one `data:` event per item, "
+            "the item as JSON, then `event: end`, or `event: error` whose data is the problem."
         )
     if stream is False:
         return "The result: JSON, or msgpack with Accept: application/msgpack."

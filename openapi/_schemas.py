@@ -19,6 +19,9 @@ each fixed here:
   ``{"$base64": ...}``, a JSON request hands the method a str, msgpack carries bin. A
   ``Context`` says which of those a schema is for, and bytes are rewritten to match.
 
+One more change says the same in other words: an array without ``items`` (``list[Any]``, a
+bare ``tuple``) gets ``"items": {}``, since SDK generators refuse an array without them.
+
 Titled schemas (TypedDicts, dataclasses, enums, named tuples) become named entries of
 ``components/schemas``, shared by every place that uses the same schema, so the docs page
 shows them as models. ``Components`` hands out the names: unique, and stable for the same
@@ -366,6 +369,12 @@ def _for_context(node: JsonSchema, context: Context, components: Components) -> 
     ref = node.get("$ref")
     if isinstance(ref, str) and not (ref == "#" or ref.startswith("#/")):
         node = {k: v for k, v in node.items() if k != "$ref"}
+    kind = node.get("type")
+    if (kind == "array" or (isinstance(kind, list) and "array" in kind)) and not (
+        "items" in node or "prefixItems" in node
+    ):
+        # Any items, said: SDK generators (openapi-python-client) refuse an array without.
+        node = {**node, "items": {}}
     if not _is_bytes(node):
         return node
     # Its description is ours now; a default is published base64, in none of these shapes.

@@ -6,9 +6,14 @@ every Python >= 3.11 and every kind of signature (annotations, keyword-only para
 
 Our extension keys, ignored by 0.6.3 peers: per method ``stream`` (bool), ``returns``
 (JSON Schema of the return annotation) and ``varargs`` (the name of a ``*args``
-parameter); per argument ``kind`` ("self", "positional" for positional-only, or "named")
-and ``schema`` (JSON Schema of the annotation). A default that msgpack cannot carry is
-replaced by its ``repr`` (the reference fails the whole call instead).
+parameter); per argument ``kind`` ("self", "positional" for positional-only, or "named"),
+``schema`` (JSON Schema of the annotation) and ``default_repr``.
+
+A default that msgpack cannot carry (an enum member, an object) is published as its
+``repr``, marked ``"default_repr": true`` (the reference fails the whole call instead).
+``default`` keeps 0.6.3's meaning, "this argument has a default", and its text is what a
+person should read; the marker tells a program that the value is only a description and
+must never be sent in the argument's place (the gateway refuses to fill a gap with it).
 """
 
 from __future__ import annotations
@@ -76,8 +81,11 @@ def method_entry(method: Callable[..., Any], *, streams: bool) -> dict[str, Any]
             if param.kind not in _POSITIONAL:
                 continue
             arg: dict[str, Any] = {"name": param.name}
-            if param.default is not param.empty:
-                arg["default"] = _wire_default(param.default)
+            if param.default is not param.empty and _encodable(param.default):
+                arg["default"] = param.default
+            elif param.default is not param.empty:
+                arg["default"] = repr(param.default)
+                arg["default_repr"] = True  # a description, never a value to send
             if bound and index == 0:
                 arg["kind"] = "self"
             else:

@@ -14,6 +14,10 @@ an annotation maps to the JSON shape its value takes there:
   would be worse than one that says nothing.
 * ``list[X]``, ``set[X]``, ``Sequence[X]``, ... -> ``{"type": "array", "items": X}``.
   msgpack sends every sequence and set as an array.
+* ``Iterable[X]``, ``Iterator[X]``, ``Generator[X, ...]`` and their async forms
+  (``AsyncIterable[X]``, ``AsyncIterator[X]``, ``AsyncGenerator[X, ...]``) -> an array of
+  ``X`` too: the items of a stream (a streaming method's return annotation), or of an
+  iterable sent whole. A stream's item schema is this schema's ``items``.
 * ``tuple[X, Y]`` -> ``{"type": "array", "prefixItems": [X, Y], "minItems": 2, "maxItems": 2}``;
   ``tuple[X, ...]`` -> an array of ``X``; a ``NamedTuple`` is a titled fixed-length array.
 * ``dict[K, X]``, ``Mapping[K, X]`` -> ``{"type": "object", "additionalProperties": X}``.
@@ -87,8 +91,18 @@ _SCALARS: Final[tuple[tuple[type | tuple[type, ...], JsonSchema], ...]] = (
     ((bytes, bytearray, memoryview), {"type": "string", "contentEncoding": "base64"}),
 )
 
-# Abstract collections that are "some iterable of items" without being Sequence or Set.
-_ARRAY_ABCS: Final[tuple[type, ...]] = (collections.abc.Collection, collections.abc.Iterable)
+# Abstract collections that are "some iterable of items" without being Sequence or Set, and
+# the iterators and generators a streaming method is annotated with (their first argument is
+# the item type: Generator[Yield, Send, Return], AsyncGenerator[Yield, Send]).
+_ARRAY_ABCS: Final[tuple[type, ...]] = (
+    collections.abc.Collection,
+    collections.abc.Iterable,
+    collections.abc.Iterator,
+    collections.abc.Generator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncGenerator,
+)
 
 
 def schema_for(annotation: object) -> JsonSchema | None:

@@ -11,7 +11,17 @@ import enum
 import functools
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -163,7 +173,6 @@ CASES: list[Any] = [
     pytest.param(object, None, id="object"),
     pytest.param(Opaque, None, id="unknown-class"),
     pytest.param(Callable[[int], str], None, id="Callable"),
-    pytest.param(Iterator[int], None, id="Iterator"),
     pytest.param(type[int], None, id="type"),
     pytest.param("int", None, id="unresolved-string"),
     pytest.param(ForwardRef("Missing"), None, id="unresolved-ForwardRef"),
@@ -184,6 +193,15 @@ CASES: list[Any] = [
     pytest.param(frozenset[bytes], {"type": "array", "items": BYTES}, id="frozenset"),
     pytest.param(collections.deque[int], {"type": "array", "items": INT}, id="deque"),
     pytest.param(Iterable[int], {"type": "array", "items": INT}, id="Iterable"),
+    # a stream's return annotation: its items
+    pytest.param(Iterator[int], {"type": "array", "items": INT}, id="Iterator"),
+    pytest.param(Generator[str, None, None], {"type": "array", "items": STR}, id="Generator"),
+    pytest.param(Generator[int, str, bool], {"type": "array", "items": INT}, id="Generator-send"),
+    pytest.param(AsyncIterable[int], {"type": "array", "items": INT}, id="AsyncIterable"),
+    pytest.param(AsyncIterator[bytes], {"type": "array", "items": BYTES}, id="AsyncIterator"),
+    pytest.param(AsyncGenerator[int, None], {"type": "array", "items": INT}, id="AsyncGenerator"),
+    pytest.param(Iterator, {"type": "array"}, id="Iterator-bare"),
+    pytest.param(Iterator[Any], {"type": "array"}, id="Iterator-Any"),
     pytest.param(
         list[list[int]], {"type": "array", "items": {"type": "array", "items": INT}}, id="nested"
     ),
@@ -482,6 +500,25 @@ def test_signature_of_callable_instance_and_class() -> None:
         {"x": {"type": "number"}, "y": {"type": "number"}},
         {"type": "null"},  # __init__ returns None
     )
+
+
+def countdown(start: int) -> Iterator[int]:
+    yield from range(start, 0, -1)
+
+
+async def ticks(every: float) -> AsyncGenerator[Point, None]:
+    yield Point(0.0, every)
+
+
+def test_signature_of_stream_methods_describes_their_items() -> None:
+    # The return annotation of a generator is the stream: its schema is an array, and a
+    # stream's item schema is its "items".
+    assert signature_schemas(countdown) == ({"start": INT}, {"type": "array", "items": INT})
+    params, result = signature_schemas(ticks)
+    assert params == {"every": {"type": "number"}}
+    assert result is not None
+    assert result["type"] == "array"
+    assert result["items"]["title"] == "Point"
 
 
 def test_signature_of_wrapped_function() -> None:

@@ -107,7 +107,7 @@ class Shop:
 
     @stream
     def count(self, n: int) -> Iterator[int]:
-        """Stream numbers (Iterator[int] publishes no item schema)."""
+        """Stream numbers (Iterator[int]: its items are integers)."""
         return iter(range(n))
 
     def nothing(self) -> None:

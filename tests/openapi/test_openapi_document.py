@@ -21,12 +21,14 @@ from openapi_support import (
 
 from gateway.args import args_from_body
 from gateway.config import parse_config
+from gateway.payloads import ndjson_error, ndjson_line, sse_end, sse_error, sse_event
 from gateway.problems import Problem
 from gateway.registry import exposed_description
 from openapi import OPENAPI_VERSION, build_document
 from rpccore._describe import from_inspect
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+STR = {"type": "string"}
 TOKEN_AUTH = "auth: {mode: token, secret: env:ZEROGATE_SECRET}\n"
 
 
@@ -173,12 +175,15 @@ def test_body_object_and_array_forms(typed: dict[str, Any]) -> None:
     assert named["required"] == ["items"]
     assert named["additionalProperties"] is False  # unknown names are a 400
     assert named["properties"]["items"] == {"type": "array", "items": {"type": "string"}}
-    # Color.GREEN has no msgpack form: the server publishes its repr, which no JSON client
-    # could send as a Color, so it is told rather than given as the default.
+    # Color.GREEN has no msgpack form: the server publishes its repr, marked default_repr,
+    # which no client could send as a Color, so it is told rather than given as the
+    # default; and since the gateway cannot fill that gap, giving a later argument needs it.
     assert named["properties"]["color"] == {
         "$ref": "#/components/schemas/Color",
-        "description": "Optional (the method has a default: <Color.GREEN: 'green'>).",
+        "description": "The method's default, <Color.GREEN: 'green'>, is a value the gateway "
+        "cannot send: leave this argument out only when no later one is given.",
     }
+    assert named["dependentRequired"] == {"address": ["color"]}
     assert named["properties"]["address"]["default"] is None
     assert [item["title"] for item in positional["prefixItems"]] == ["items", "color", "address"]
     assert positional["minItems"] == 1
@@ -196,6 +201,8 @@ def test_body_object_and_array_forms(typed: dict[str, Any]) -> None:
         ({"items": ["a"]}, True),
         ({"items": ["a"], "colour": "red"}, False),
         ({"color": "red"}, False),
+        ({"items": ["a"], "address": None}, False),  # color's default cannot fill the gap
+        ({"items": ["a"], "color": "red", "address": None}, True),
     ],
 )
 def test_body_forms_agree_with_the_argument_mapping(body: Any, accepted: bool) -> None:
@@ -217,7 +224,12 @@ def test_a_body_is_optional_when_every_argument_has_a_default(typed: dict[str, A
     assert nothing["requestBody"]["required"] is False
     named, positional = forms(nothing)
     assert named["properties"] == {}
-    assert positional == {"type": "array", "title": "positional arguments", "maxItems": 0}
+    assert positional == {
+        "type": "array",
+        "title": "positional arguments",
+        "items": {},  # says nothing, for SDK generators that refuse an array without items
+        "maxItems": 0,
+    }
 
 
 def test_varargs(typed: dict[str, Any]) -> None:
@@ -290,7 +302,7 @@ def test_every_call_takes_the_timeout_and_traceparent_headers(typed: dict[str, A
     ]
     for path, verb, operation in operations(typed):
         if path.startswith("/rpc/") and verb == "post":
-            assert "parameters" not in operation or operation["parameters"] == expected
+            assert operation["parameters"] == expected
         else:
             assert operation["parameters"][-2:] == expected
     assert typed["components"]["parameters"]["X-Timeout-Ms"]["in"] == "header"
@@ -336,19 +348,146 @@ def test_bytes_are_described_as_the_gateway_sends_them(typed: dict[str, Any]) ->
     assert "default" not in named["properties"]["seed"]
 
 
+def test_a_default_that_cannot_be_sent_is_needed_with_every_later_argument() -> None:
+    # def mix(self, base, tint=Color.GREEN, shade=Shade.DARK, strength=0.5, *rest)
+    unsendable = {"default_repr": True, "kind": "named"}
+    methods: dict[str, Any] = {
+        "mix": {
+            "args": [
+                {"name": "self", "kind": "self"},
+                {"name": "base", "kind": "named"},
+                # A str schema admits the repr's text: only the marker tells it is no value.
+                {"name": "tint", "default": "<Color.GREEN: 'green'>", "schema": STR, **unsendable},
+                {"name": "shade", "default": "<Shade.DARK: 2>", **unsendable},
+                {"name": "strength", "default": 0.5, "kind": "named"},
+            ],
+            "varargs": "rest",
+            "doc": None,
+            "stream": False,
+        }
+    }
+    config, description = describe_dict(SVC_CONFIG + "    safe: [mix]\n", methods)
+    document = valid(build_document({"svc": description}, config, version=VERSION))
+    post = document["paths"]["/rpc/svc/mix"]["post"]
+    named, positional = forms(post)
+    assert named["required"] == ["base"]
+    assert named["dependentRequired"] == {
+        "shade": ["tint"],
+        "strength": ["tint", "shade"],
+        "rest": ["tint", "shade"],
+    }
+    assert "default" not in named["properties"]["tint"]
+    assert "<Color.GREEN: 'green'>" in named["properties"]["tint"]["description"]
+    assert positional["minItems"] == 1  # an array never leaves a gap to fill
+    for body, accepted in [
+        ({"base": 1}, True),
+        ({"base": 1, "tint": "red"}, True),
+        ({"base": 1, "tint": "red", "strength": 1}, False),
+        ({"base": 1, "tint": "red", "shade": 3, "rest": [1]}, True),
+    ]:
+        schema = {**named, "components": document["components"]}
+        assert Draft202012Validator(schema).is_valid(body) is accepted
+        try:
+            args_from_body(methods["mix"], body, service="svc", method="mix")
+            mapped = True
+        except Problem:
+            mapped = False
+        assert mapped is accepted
+    # A query cannot say "needed with": the parameter's description does.
+    get = document["paths"]["/rpc/svc/mix"]["get"]
+    (tint,) = [p for p in get["parameters"] if p.get("name") == "tint"]
+    assert tint["required"] is False
+    assert tint["schema"]["type"] == "string"
+    assert "default" not in tint["schema"]
+    assert "cannot send" in tint["schema"]["description"]
+
+
+def test_a_path_parameter_after_an_unsendable_default_makes_it_required() -> None:
+    config = TYPED_CONFIG + '  - {method: POST, path: "/shipments/{address}", call: shop.place}\n'
+    document = dict(valid(typed_document(config)))
+    operation = op(document, "/shipments/{address}")
+    named = body_schema(operation)
+    assert named["required"] == ["items", "color"]
+    assert "dependentRequired" not in named
+    assert operation["requestBody"]["required"] is True
+
+
 def test_streams_answer_ndjson_and_sse_with_the_item_schema(typed: dict[str, Any]) -> None:
     ok = op(typed, "/rpc/shop/watch")["responses"]["200"]
     assert set(ok["content"]) == {"application/x-ndjson", "text/event-stream"}
     line = ok["content"]["application/x-ndjson"]["schema"]["oneOf"]
     assert line[0]["properties"]["result"] == {"$ref": "#/components/schemas/Order"}
     assert line[1] == {"$ref": "#/components/schemas/StreamError"}
-    assert ok["content"]["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/Order"}
     assert typed["components"]["schemas"]["StreamError"]["properties"]["error"] == PROBLEM_REF
+    # One event, as a parser reads it: the item is the JSON in its data.
+    item, end, error = ok["content"]["text/event-stream"]["schema"]["oneOf"]
+    assert item["properties"]["data"] == {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": {"$ref": "#/components/schemas/Order"},
+    }
+    assert (end, error) == (
+        {"$ref": "#/components/schemas/SseEnd"},
+        {"$ref": "#/components/schemas/SseError"},
+    )
+    sse_error = typed["components"]["schemas"]["SseError"]
+    assert sse_error["properties"]["data"]["contentSchema"] == PROBLEM_REF
 
 
-def test_a_stream_whose_items_are_not_published_is_any_value(typed: dict[str, Any]) -> None:
+def test_an_iterator_publishes_its_item_schema(typed: dict[str, Any]) -> None:
     content = op(typed, "/rpc/shop/count")["responses"]["200"]["content"]
-    assert "publishes no type" in content["text/event-stream"]["schema"]["description"]
+    line = content["application/x-ndjson"]["schema"]["oneOf"][0]
+    assert line["properties"]["result"] == {"type": "integer"}
+    item = content["text/event-stream"]["schema"]["oneOf"][0]
+    assert item["properties"]["data"]["contentSchema"] == {"type": "integer"}
+
+
+def test_a_stream_whose_items_are_not_published_is_any_value() -> None:
+    methods: dict[str, Any] = {"feed": {"args": [], "doc": None, "stream": True}}
+    config, description = describe_dict(SVC_CONFIG, methods)
+    document = valid(build_document({"svc": description}, config, version=VERSION))
+    content = document["paths"]["/rpc/svc/feed"]["post"]["responses"]["200"]["content"]
+    result = content["application/x-ndjson"]["schema"]["oneOf"][0]["properties"]["result"]
+    assert "publishes no type" in result["description"]
+    data = content["text/event-stream"]["schema"]["oneOf"][0]["properties"]["data"]
+    assert "publishes no type" in data["contentSchema"]["description"]
+
+
+def sse_events(stream: bytes) -> list[dict[str, str]]:
+    """The events of an SSE stream as a parser reads them (the WHATWG rules we need)."""
+    events = []
+    for block in stream.decode().split("\n\n")[:-1]:
+        fields: dict[str, list[str]] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            fields.setdefault(name, []).append(value)
+        event = {"data": "\n".join(fields["data"]), "event": fields.get("event", ["message"])[0]}
+        events.append(event)
+    return events
+
+
+def test_what_the_gateway_streams_matches_the_stream_schemas(typed: dict[str, Any]) -> None:
+    content = "#/paths/~1rpc~1shop~1watch/post/responses/200/content"
+
+    def valid_at(pointer: str, value: Any) -> bool:
+        # The whole document is the root, so the schema's own $ref pointers resolve.
+        return bool(Draft202012Validator({**typed, "$ref": pointer}).is_valid(value))
+
+    order = {"id": 1, "items": ["a"], "color": "red", "note": None, "address": None}
+    problem = Problem(500, "KeyError: 'x'", code="unknown").document("0" * 32)
+    ndjson = ndjson_line(order) + ndjson_line(order) + ndjson_error(problem)
+    for line in ndjson.decode().splitlines():
+        assert valid_at(f"{content}/application~1x-ndjson/schema", json.loads(line))
+
+    events = sse_events(sse_event(order) + sse_end() + sse_event(order) + sse_error(problem))
+    assert [e["event"] for e in events] == ["message", "end", "message", "error"]
+    for event in events:
+        assert valid_at(f"{content}/text~1event-stream/schema", event)
+    # contentSchema only annotates, for a validator: the data, read as JSON, is checked here.
+    item = f"{content}/text~1event-stream/schema/oneOf/0/properties/data/contentSchema"
+    assert valid_at(item, json.loads(events[0]["data"]))
+    assert not valid_at(item, {"id": "not an order"})
+    assert valid_at("#/components/schemas/Problem", json.loads(events[-1]["data"]))
 
 
 def test_untyped_backend_may_answer_a_result_or_a_stream(legacy: dict[str, Any]) -> None:
