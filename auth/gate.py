@@ -36,7 +36,7 @@ from rpccore import call_metadata
 from .ratelimit import MemoryRateLimiter, RateLimiter, address_key, token_key
 from .store import StoreError
 from .tokens import display_prefix
-from .verify import TokenRejected, TokenVerifier
+from .verify import TokenInfo, TokenRejected, TokenVerifier
 
 log = logging.getLogger("zerogate.auth")
 
@@ -50,6 +50,7 @@ FAILURE_RATE: Final = 1.0  # per second
 FAILURE_BURST: Final = 20
 METADATA_ID: Final = "zerogate_token_id"
 METADATA_NAME: Final = "zerogate_token_name"
+_METADATA_CACHE: Final = 10_000
 
 
 def public_paths(config: AuthConfig) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -140,6 +141,16 @@ class AuthGate:
         self.limiter = limiter
         self.failures = failures  # keyed by client address
         self.exact, self.prefixes = public_paths(config)
+        self._metadata: dict[str, dict[str, str]] = {}
+
+    def _metadata_of(self, token: TokenInfo) -> dict[str, str]:
+        """The RPC header keys naming ``token`` (made once per token, not per request)."""
+        found = self._metadata.get(token.id)
+        if found is None or found[METADATA_NAME] != token.name:
+            if len(self._metadata) >= _METADATA_CACHE:
+                self._metadata.clear()
+            found = self._metadata[token.id] = {METADATA_ID: token.id, METADATA_NAME: token.name}
+        return found
 
     def is_public(self, path: str) -> bool:
         return path in self.exact or path.startswith(self.prefixes)
@@ -156,7 +167,7 @@ class AuthGate:
             return
         token = info.token
         assert token is not None
-        metadata = call_metadata.set({METADATA_ID: token.id, METADATA_NAME: token.name})
+        metadata = call_metadata.set(self._metadata_of(token))
         try:
             await self.app(scope, receive, send)
         finally:
@@ -173,8 +184,9 @@ class AuthGate:
             raise unauthenticated(detail)
         # An address out of failures is refused before its guess is checked: a guesser learns
         # nothing more until its bucket refills (users behind the same address wait too).
-        address = address_key(_client_address(scope))
-        wait = self.failures.retry_after(address)
+        # (No failure anywhere, the usual case: no address to parse.)
+        address = address_key(_client_address(scope)) if len(self.failures) else None
+        wait = self.failures.retry_after(address) if address is not None else 0
         if wait:
             self._refused(scope, info, "too many failures from this address", presented)
             raise _too_many_failures(wait)
@@ -190,7 +202,7 @@ class AuthGate:
             token = await self.verifier.verify(presented)
         except TokenRejected as rejected:
             self._refused(scope, info, rejected.reason.value, presented)
-            await self.failures.hit(address)
+            await self.failures.hit(address or address_key(_client_address(scope)))
             raise unauthenticated(f"the token is not valid: {rejected}", "invalid_token") from None
         except StoreError as exc:
             log.error("token store unavailable (trace_id %s): %s", info.trace.trace_id, exc)

@@ -25,13 +25,15 @@ client's (401).
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import functools
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from fnmatch import fnmatchcase
 from typing import Final
 
 from . import tokens
@@ -88,8 +90,16 @@ class TokenInfo:
 
     def allows(self, service: str, method: str) -> bool:
         """Whether one of the scopes matches ``service:method`` (globs, case-sensitive)."""
-        target = f"{service}:{method}"
-        return any(fnmatchcase(target, scope) for scope in self.scopes)
+        return _scope_matcher(self.scopes)(f"{service}:{method}") is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _scope_matcher(scopes: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled pattern for a token's scopes (what fnmatchcase would match, each one),
+    built once per set of scopes: this runs on every request."""
+    if not scopes:
+        return re.compile(r"(?!)").match  # no scope: nothing matches
+    return re.compile("|".join(f"(?:{fnmatch.translate(scope)})" for scope in scopes)).match
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ class Door:
         try:
             hasher = load_hasher(config.auth.secret)
         except SecretError as exc:
-            raise ConfigError(f"{source}: auth.secret: {exc}") from None
+            raise ConfigError(f"{source}: {exc}") from None
         store = open_token_store(config.auth.store)
         return cls(
             config,

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 from auth_support import FakeClock, MemoryTokenStore, hasher, opened, run_async
+from hypothesis import given
+from hypothesis import strategies as st
 
 from auth import tokens
 from auth.store import StoreError, TokenStore, issue_token, rotate_token
@@ -299,3 +301,18 @@ async def test_on_the_real_stores(store_factory: Callable[[], TokenStore]) -> No
         clock.advance(TTL)
         assert await rejected(verifier, token) is Reason.REVOKED
         await verifier.aclose()
+
+
+@given(
+    scopes=st.lists(st.text(alphabet="ab*?:[]!", max_size=6), max_size=3),
+    service=st.text(alphabet="ab:", max_size=3),
+    method=st.text(alphabet="ab:", max_size=3),
+)
+def test_allows_matches_like_fnmatchcase(scopes: list[str], service: str, method: str) -> None:
+    from fnmatch import fnmatchcase
+
+    info = TokenInfo(
+        id="tok_x", name="x", scopes=tuple(scopes), expires_at=None, rate=None, burst=None
+    )
+    expected = any(fnmatchcase(f"{service}:{method}", scope) for scope in scopes)
+    assert info.allows(service, method) is expected
