@@ -199,7 +199,7 @@ class AuthGate:
                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_request"'},
             )
         try:
-            token = await self.verifier.verify(presented)
+            token = self.verifier.verify_cached(presented) or await self.verifier.verify(presented)
         except TokenRejected as rejected:
             self._refused(scope, info, rejected.reason.value, presented)
             await self.failures.hit(address or address_key(_client_address(scope)))
@@ -213,7 +213,11 @@ class AuthGate:
                 headers={"Retry-After": "1"},
             ) from None
         info.token = token
-        decision = await self.limiter.hit(token_key(token.id), rate=token.rate, burst=token.burst)
+        limiter = self.limiter
+        if isinstance(limiter, MemoryRateLimiter):  # no coroutine for a memory bucket
+            decision = limiter.hit_now(token_key(token.id), rate=token.rate, burst=token.burst)
+        else:
+            decision = await limiter.hit(token_key(token.id), rate=token.rate, burst=token.burst)
         info.response_headers.extend(decision.headers())
         if not decision.allowed:
             self._refused(scope, info, "rate limited", presented)

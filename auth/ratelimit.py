@@ -280,6 +280,12 @@ class MemoryRateLimiter:
     async def hit(
         self, key: str, *, rate: float | None = None, burst: int | None = None, cost: float = 1
     ) -> Decision:
+        return self.hit_now(key, rate=rate, burst=burst, cost=cost)
+
+    def hit_now(
+        self, key: str, *, rate: float | None = None, burst: int | None = None, cost: float = 1
+    ) -> Decision:
+        """``hit`` without a coroutine: memory buckets never wait."""
         if rate is None:
             rate = self.rate
         if burst is None:

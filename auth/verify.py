@@ -152,6 +152,21 @@ class TokenVerifier:
             f"unknown={len(self._unknown)} ttl={self.cache_ttl}s>"
         )
 
+    def verify_cached(self, presented: str) -> TokenInfo | None:
+        """``verify`` without awaiting, when the answer is cached and fresh (the usual case:
+        a client sends the same token many times a second); None when the store must be
+        asked. Raises ``TokenRejected`` like ``verify``."""
+        token_hash = self._hashes.get(presented)
+        if token_hash is None:
+            return None
+        entry = self._found.get(token_hash) or self._unknown.get(token_hash)
+        if entry is None or self._monotonic() >= entry.fresh_until:
+            return None
+        now = self._clock()
+        info = self._decide(entry, token_hash, now)
+        self._maybe_touch(info.id, now)
+        return info
+
     async def verify(self, presented: str) -> TokenInfo:
         """The token's ``TokenInfo``; ``TokenRejected`` if it is not valid now, ``StoreError``
         if the store cannot answer."""
