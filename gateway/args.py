@@ -66,9 +66,26 @@ class Signature(NamedTuple):
     unsendable: frozenset[str] = _NO_NAMES
 
 
+# Entries are immutable once described and live as long as their description: parse each
+# once. Keyed by id() with the entry kept, so an id reused by a new entry cannot match.
+_SIGNATURES: dict[int, tuple[Mapping[str, Any], Signature | None]] = {}
+_SIGNATURES_MAX: Final = 4096
+
+
 def signature(entry: Mapping[str, Any]) -> Signature | None:
     """The sendable arguments of a description entry; None when the names are unknown
     (``args`` is None, or not in a shape we can trust)."""
+    cached = _SIGNATURES.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    found = _parse_signature(entry)
+    if len(_SIGNATURES) >= _SIGNATURES_MAX:
+        _SIGNATURES.clear()
+    _SIGNATURES[id(entry)] = (entry, found)
+    return found
+
+
+def _parse_signature(entry: Mapping[str, Any]) -> Signature | None:
     args = entry.get("args")
     if not isinstance(args, list):
         return None

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -125,9 +126,8 @@ def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) ->
     path (user input) needs escaping; every other field is a number or a fixed form."""
     client = scope.get("client")
     now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     line = (
-        f'{{"time":"{stamp}.{int(now % 1 * 1000):03d}Z",'
+        f'{{"time":"{_second(int(now))}.{int(now % 1 * 1000):03d}Z",'
         f'"client":{_quoted(client[0]) if client else "null"},'
         f'"method":{_quoted(scope["method"])},"path":{_quoted(scope["path"])},'
         f'"status":{status},"duration_ms":{seconds * 1000:.3f},"bytes":{info.body_bytes},'
@@ -140,4 +140,20 @@ def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) ->
     return line + "}"
 
 
-_quoted = json.JSONEncoder().encode  # a str as an ASCII-only JSON string
+_json_string = json.JSONEncoder().encode  # a str as an ASCII-only JSON string
+_PLAIN: Final = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but '"' and '\': no escaping
+
+
+_stamp: list[Any] = [None, ""]  # the last second formatted, and its text
+
+
+def _second(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC), formatted once per second rather than per request."""
+    if _stamp[0] != second:
+        _stamp[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    text: str = _stamp[1]
+    return text
+
+
+def _quoted(text: str) -> str:
+    return f'"{text}"' if _PLAIN.fullmatch(text) else _json_string(text)

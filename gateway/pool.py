@@ -146,6 +146,7 @@ class ServicePool:
         self._backends: dict[str, _Backend] = {}
         self._turn = 0  # where the search for an endpoint starts: round-robin among equals
         self._opened = self._closed = False
+        self._single: _Backend | None = None  # the backend, when there is only one
 
     def __repr__(self) -> str:
         status = "closed" if self._closed else "open" if self._opened else "new"
@@ -194,6 +195,7 @@ class ServicePool:
             )
             client.remote_name = self.service.name  # trace records name the service
             backend = self._backends[endpoint] = _Backend(endpoint, client)
+            self._single = backend if len(self._endpoints) == 1 else None
             backend.task = asyncio.create_task(
                 self._probe_loop(backend), name=f"{TASK_PREFIX} {self.service.name} {endpoint}"
             )
@@ -264,6 +266,12 @@ class ServicePool:
         if not self._opened or self._closed:
             raise NoBackendAvailable(
                 f"the pool of {self.service.name} is not open", self.service.heartbeat
+            )
+        if self._single is not None:  # one endpoint (the usual case): nothing to choose
+            if self._single.state.up:
+                return self._single
+            raise NoBackendAvailable(
+                f"no endpoint of {self.service.name} is up", self.service.heartbeat
             )
         states = self._states()
         turn, self._turn = self._turn, self._turn + 1
