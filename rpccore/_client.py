@@ -211,12 +211,14 @@ class ClientConnection:
         call.received += 1
         if call.received > call.granted:
             return self._fail(call, RemoteProtocolError("server sent more events than granted"))
-        if call.reads == 0:  # the first reply: the timeout is met; this is read #1
+        first = call.reads == 0
+        if first:  # the first reply: the timeout is met; this is read #1
             call.reads = 1
             call.reserved -= 1
             call.deadline = None
-            self._schedule(call)
         if name == "STREAM":
+            if first:  # only a stream goes on: from now on only heartbeats are due
+                self._schedule(call)
             return StreamItem(call.id, event.args)
         args = event.args
         if name == "OK":
