@@ -49,6 +49,8 @@ from typing import Any, Final
 
 import msgpack
 
+from .metrics import DURATION_BUCKETS
+
 RECORD_VERSION: Final = 1
 
 # Clipping limits, in UTF-8 bytes. With them a packed record never exceeds MAX_PACKED_BYTES:
@@ -62,25 +64,9 @@ MAX_PACKED_BYTES: Final = 300
 MAX_COUNT: Final = 2**63 - 1  # n
 MAX_PID: Final = 2**32 - 1
 
-# Latency buckets: upper bounds in seconds (0.25 ms .. 30 s), then one for anything slower.
-BUCKETS: Final = (
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+# Latency buckets: upper bounds in seconds, the same as /metrics uses (0.25 ms .. 30 s), then
+# one for anything slower.
+BUCKETS: Final = DURATION_BUCKETS
 QUANTILES: Final = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
