@@ -313,9 +313,10 @@ class RedisTraceStore:
         prefix: str = DEFAULT_REDIS_PREFIX,
         timeout: float = DEFAULT_REDIS_TIMEOUT,
         clock: Clock = time.time,
+        max_connections: int = 32,
     ) -> None:
         # Imported here: redis.asyncio takes 0.15 s to import, which a memory store never needs.
-        from redis.asyncio import Redis  # noqa: PLC0415
+        from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415
         from redis.exceptions import RedisError  # noqa: PLC0415
 
         _check_bounds(ttl, max_traces, max_spans)
@@ -328,9 +329,16 @@ class RedisTraceStore:
         self.untallied = 0
         self._clock = clock
         self._url = url
-        self._redis: Redis = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        # A blocking pool: a burst of queries waits for a free connection instead of failing
+        # (redis-py's default pool raises past max_connections).
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
+        self._redis: Redis = Redis.from_pool(pool)
         self._errors = (RedisError, OSError)
         self._append = self._redis.register_script(_APPEND)
         # The (side, service, method) triples this collector counts: bounded here, since

@@ -241,7 +241,13 @@ def _merge(records: list[_Record]) -> Span:
     worker = server or client or http
     assert caller is not None
     assert worker is not None
-    named = client if client is not None and client.svc != UNKNOWN else worker
+    # The caller's name (as the gateway's config spells it) unless all it knew was the
+    # endpoint it called: then the server's own name says more.
+    named = (
+        client
+        if client is not None and client.svc != UNKNOWN and "://" not in client.svc
+        else worker
+    )
     outcome = worker.out
     if client is not None and client.out in ERROR_OUTCOMES and outcome not in ERROR_OUTCOMES:
         outcome = client.out

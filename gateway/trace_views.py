@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 
 from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired, current_trace
 from rpccore.aio import Client
+from rpccore.tracing import untraced
 
 from .observe import request_info
 from .payloads import JSON, ResultFormat, encode_result
@@ -150,7 +151,8 @@ class CollectorSource:
             self._client = Client(self.endpoint, timeout=self.timeout)
         token = current_trace.set(None)
         try:
-            return await self._client.call(method, *args)
+            with untraced():
+                return await self._client.call(method, *args)
         except RemoteError as exc:
             raise SourceError(
                 f"the collector failed {method}(): {exc.name}: {exc.message}"

@@ -33,6 +33,7 @@ server sends or a client receives; an initialised Sentry SDK gets every server-s
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -43,7 +44,8 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from time import time
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -318,11 +320,25 @@ class ClientSpan:
 BUILTIN_PREFIX: Final = "_zerorpc_"
 
 
+_untraced: ContextVar[bool] = ContextVar("rpccore_untraced", default=False)
+
+
 def traces(method: str) -> bool:
-    """Whether a call of ``method`` is recorded now: tracing is on and it is not one of the
-    protocol's built-ins (pings, introspection), which would bury the calls that matter
-    (a gateway pings every endpoint every heartbeat)."""
-    return ON and not method.startswith(BUILTIN_PREFIX)
+    """Whether a call of ``method`` is recorded now: tracing is on, the caller did not ask
+    for ``untraced()``, and it is not one of the protocol's built-ins (pings, introspection),
+    which would bury the calls that matter (a gateway pings every endpoint every heartbeat)."""
+    return ON and not method.startswith(BUILTIN_PREFIX) and not _untraced.get()
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Calls made inside are not recorded and start no trace (looking at traces must not
+    make new ones)."""
+    token = _untraced.set(True)
+    try:
+        yield
+    finally:
+        _untraced.reset(token)
 
 
 def client_begin(

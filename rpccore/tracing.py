@@ -32,6 +32,7 @@ from ._tracing import (
     is_enabled,
     on_error,
     traced,
+    untraced,
     use_opentelemetry,
 )
 
@@ -53,5 +54,6 @@ __all__ = [
     "is_enabled",
     "on_error",
     "traced",
+    "untraced",
     "use_opentelemetry",
 ]

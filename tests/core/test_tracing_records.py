@@ -400,3 +400,13 @@ def test_protocol_built_ins_are_never_recorded(monkeypatch: pytest.MonkeyPatch) 
     assert not _tracing.traces("_zerorpc_inspect")
     monkeypatch.setattr(_tracing, "ON", False)
     assert not _tracing.traces("add")
+
+
+def test_untraced_calls_are_not_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rpccore import _tracing
+    from rpccore.tracing import untraced
+
+    monkeypatch.setattr(_tracing, "ON", True)
+    with untraced():
+        assert not _tracing.traces("trace")
+    assert _tracing.traces("trace")
