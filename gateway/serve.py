@@ -128,6 +128,7 @@ def uvicorn_config(
         **uvicorn_http(),  # httptools when installed, with a bound on request heads
         lifespan="on",  # the lifespan opens the backend pools: failing there must stop us
         access_log=False,
+        server_header=False,  # no "server: uvicorn": nothing to tell a scanner, one header less
         log_config=logging_config(log_level),
         log_level=log_level,
         # Behind a proxy, X-Forwarded-For and -Proto are only believed from the addresses
