@@ -185,7 +185,12 @@ def test_a_zerorpc_client_cannot_call_a_curve_server(
         assert proc.returncode == 0, green_child_processes.stderr(proc)
         outcome = support.parse_client_output(stdout)
         assert outcome["type"] == "TimeoutExpired", outcome
-        assert server.problems.get("curve_mismatch", 0) >= 1
+        # libzmq names the failure by how far the handshake got: a mechanism mismatch, or,
+        # when the client gave up first on a loaded machine, a broken handshake.
+        refused = server.problems.get("curve_mismatch", 0) + server.problems.get(
+            "curve_handshake", 0
+        )
+        assert refused >= 1, server.problems
 
 
 # -- zerogate rpc and zerogate keys, as users run them ------------------------------------
