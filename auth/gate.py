@@ -28,6 +28,7 @@ from typing import Any, Final
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import AuthConfig, DocsAccess
+from gateway.http_io import raw_route_path
 from gateway.observe import RequestInfo, request_info
 from gateway.problems import PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAUTHENTICATED, Problem
 from gateway.responses import problem_response
@@ -62,17 +63,6 @@ def public_paths(config: AuthConfig) -> tuple[frozenset[str], tuple[str, ...]]:
     if config.docs is DocsAccess.PUBLIC:
         exact.update(DOCS_DATA)
     return frozenset(exact), tuple(prefixes)
-
-
-def _route_path(scope: Scope) -> str:
-    """The raw path below the mount point: what a public path is compared with. Raw, so
-    that no encoding (``/%68ealthz``) turns a protected path into a public one or back."""
-    raw: bytes | None = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw is not None else scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        path = path[len(root) :]
-    return path
 
 
 class Credentials:
@@ -156,7 +146,7 @@ class AuthGate:
         return path in self.exact or path.startswith(self.prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.is_public(_route_path(scope)):
+        if scope["type"] != "http" or self.is_public(raw_route_path(scope)):
             await self.app(scope, receive, send)
             return
         info = request_info(scope)

@@ -37,6 +37,7 @@ from openapi.pages import docs_routes
 from .access_log import AccessLog, LoggingAccessLog
 from .config import AuthMode, Config
 from .endpoints import RpcEndpoints
+from .http_io import raw_route_path
 from .metrics import Metrics
 from .observe import Observed, request_info
 from .payloads import JSON, ResultFormat, encode_result
@@ -177,11 +178,7 @@ def _rpc_target(scope: Scope) -> tuple[str, str] | None:
     """(service, method) when the path is ``/rpc/{service}/{method}``, read from the raw
     path: ``/rpc/a%2Fb/c`` is the service ``a/b`` (a 404), never ``/rpc/a/b/c``, so a proxy
     rule on paths cannot be dodged with encoded slashes."""
-    raw: bytes | None = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw is not None else scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        path = path[len(root) :]
+    path = raw_route_path(scope)
     if not path.startswith(_RPC_PREFIX):
         return None
     service, slash, method = path[len(_RPC_PREFIX) :].partition("/")

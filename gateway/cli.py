@@ -13,9 +13,11 @@ command imports its runtime when it runs, so
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 DEMO_PORT = 8080
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -42,40 +44,36 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
-def _rpc(args: argparse.Namespace) -> int:
-    from .rpc_command import main as rpc_main
-
-    return rpc_main(args.rpc_args)
-
-
 def _hub(args: argparse.Namespace) -> int:
     from .hub import run_command
 
     return run_command(args)
 
 
-def _token(args: argparse.Namespace) -> int:
-    from .token_command import main as token_main
-
-    return token_main(args.token_args)
-
-
-def _keys(args: argparse.Namespace) -> int:
-    from .keys_command import main as keys_main
-
-    return keys_main(args.keys_args)
-
-
-def _collector(args: argparse.Namespace) -> int:
-    from .collector import main as collector_main
-
-    return collector_main(args.collector_args)
-
-
 def _openapi(args: argparse.Namespace) -> int:
     from .openapi_command import main as openapi_main
 
     return openapi_main(args)
+
+
+# Commands that parse their own arguments (options anywhere, their own --help): the module
+# whose main(argv) runs each, imported only when it runs, so `zerogate --help` stays fast and
+# never imports gevent or the token stores.
+PASS_THROUGH: Final = {
+    "rpc": ("rpc_command", "the zerorpc command line: serve, list, call, inspect"),
+    "token": ("token_command", "create, list, revoke and rotate API tokens"),
+    "keys": ("keys_command", "generate a CurveZMQ key pair for the gateway-to-backend hop"),
+    "collector": (
+        "collector",
+        "receive trace records and store them (memory or Redis); answer queries",
+    ),
+}
+
+
+def _pass_through(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"{__package__}.{PASS_THROUGH[args.command][0]}")
+    status: int = module.main(args.rest)
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,16 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
     _add_serve(commands)
-    # gateway.rpc_command parses these itself (options anywhere, like zerorpc's tool); here
-    # an unused prefix char only collects them, so `zerogate --help` never imports gevent.
-    rpc = commands.add_parser(
-        "rpc",
-        help="the zerorpc command line: serve, list, call, inspect",
-        add_help=False,
-        prefix_chars="\0",
-    )
-    rpc.add_argument("rpc_args", nargs=argparse.REMAINDER)
-    rpc.set_defaults(handler=_rpc)
+    for name, (_, summary) in PASS_THROUGH.items():
+        # An unused prefix char: every argument is collected as is, for the command's own parser.
+        command = commands.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+        command.set_defaults(handler=_pass_through)
     hub = commands.add_parser(
         "hub",
         help="load-balancing hub: clients connect to --in, workers to --out",
@@ -122,34 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat", type=float, default=None, help="heartbeat period in seconds (default 5)"
     )
     hub.set_defaults(handler=_hub)
-    # gateway.token_command parses these itself (its --help too), as rpc_command does, so
-    # that only a `zerogate token` that runs imports the token stores.
-    token = commands.add_parser(
-        "token",
-        help="create, list, revoke and rotate API tokens",
-        add_help=False,
-        prefix_chars="\0",
-    )
-    token.add_argument("token_args", nargs=argparse.REMAINDER)
-    token.set_defaults(handler=_token)
-    # gateway.keys_command parses its own options (like rpc), so `zerogate --help` stays fast.
-    keys = commands.add_parser(
-        "keys",
-        help="generate a CurveZMQ key pair for the gateway-to-backend hop",
-        add_help=False,
-        prefix_chars="\0",
-    )
-    keys.add_argument("keys_args", nargs=argparse.REMAINDER)
-    keys.set_defaults(handler=_keys)
-    # gateway.collector parses its own options (like keys), so `zerogate --help` stays fast.
-    collector = commands.add_parser(
-        "collector",
-        help="receive trace records and store them (memory or Redis); answer queries",
-        add_help=False,
-        prefix_chars="\0",
-    )
-    collector.add_argument("collector_args", nargs=argparse.REMAINDER)
-    collector.set_defaults(handler=_collector)
     openapi = commands.add_parser(
         "openapi",
         help="print the OpenAPI document of the configured services",

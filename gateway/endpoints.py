@@ -99,10 +99,13 @@ class RpcEndpoints:
                 entry.pool.call(target.name, args, timeout=timeout), receive
             )
         except RPCError as exc:
-            log_remote_error(exc, target.service, target.name, info)
-            raise call_problem(
-                exc, target, entry, expose_tracebacks=self.settings.expose_tracebacks
-            ) from None
+            raise self._failed(exc, target, info) from None
+
+    def _failed(self, exc: RPCError, target: MethodInfo, info: RequestInfo) -> Problem:
+        """Log what a call raised (always with its trace id) and give its problem."""
+        log_remote_error(exc, target.service, target.name, info)
+        entry = self.registry.services[target.service]
+        return call_problem(exc, target, entry, expose_tracebacks=self.settings.expose_tracebacks)
 
     def _answer(
         self, result: Any, target: MethodInfo, accept: str | None, info: RequestInfo
@@ -221,13 +224,7 @@ class RpcEndpoints:
                 try:
                     return await _collect(result, target)
                 except RPCError as exc:  # the stream failed midway
-                    log_remote_error(exc, target.service, target.name, info)
-                    raise call_problem(
-                        exc,
-                        target,
-                        self.registry.services[target.service],
-                        expose_tracebacks=self.settings.expose_tracebacks,
-                    ) from None
+                    raise self._failed(exc, target, info) from None
 
             answer = await handle_jsonrpc(payload, call, trace_id=info.trace.trace_id)
             if answer is None:

@@ -8,14 +8,33 @@ from collections.abc import Awaitable
 from typing import Any, Final, TypeVar
 
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
+from .observe import SCOPE_KEY, RequestInfo
 from .problems import Problem, invalid_argument
 
 T = TypeVar("T")
 
 TIMEOUT_HEADER: Final = "x-timeout-ms"
 WATCH_AFTER: Final = 0.02  # seconds a call runs before its client is watched for leaving
+
+
+def raw_route_path(scope: Scope) -> str:
+    """The path below the mount point (uvicorn ``--root-path``), still percent-encoded.
+    Routing and the public-path check read this one, so that no encoding (``%2F``,
+    ``/%68ealthz``) makes a path mean something else to them than to a proxy in front.
+    Worked out once per request (kept in its ``RequestInfo``)."""
+    info: RequestInfo | None = scope.get(SCOPE_KEY)
+    if info is not None and info.route_path is not None:
+        return info.route_path
+    raw: bytes | None = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw is not None else scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        path = path[len(root) :]
+    if info is not None:
+        info.route_path = path
+    return path
 
 
 async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:

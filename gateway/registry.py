@@ -112,11 +112,15 @@ class ServiceEntry:
 
     async def describe(self) -> Description | None:
         """Describe now (joining a description already under way); None when it failed."""
+        return await asyncio.shield(self._start_describing())
+
+    def _start_describing(self) -> asyncio.Task[Description | None]:
+        """The description under way, started if there is none."""
         if self._describing is None or self._describing.done():
             self._describing = asyncio.create_task(
                 self._describe(), name=f"zerogate.describe {self.name}"
             )
-        return await asyncio.shield(self._describing)
+        return self._describing
 
     async def _describe(self) -> Description | None:
         timeout = min(DESCRIBE_TIMEOUT, self.config.timeout)
@@ -170,10 +174,7 @@ class ServiceEntry:
             return
         self._last_nameerror_refresh = now
         log.info("service %s no longer has %s: describing it again", self.name, name)
-        if self._describing is None or self._describing.done():
-            self._describing = asyncio.create_task(
-                self._describe(), name=f"zerogate.describe {self.name}"
-            )
+        self._start_describing()
 
     def catalog(self) -> dict[str, Any]:
         """This service's entry of ``GET /rpc`` (DESIGN.md, "Catalog")."""
