@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -187,6 +188,21 @@ def open_token_store(where: SqliteStore | RedisStore) -> TokenStore:
     return RedisTokenStore(where.url)
 
 
+def _use_wal(db: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, waiting up to ``busy_timeout`` for other connections: SQLite
+    answers "database is locked" at once to a journal-mode change (its busy handler does not
+    wait for it), which several workers opening a new file together run into."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 # -- SQLite -------------------------------------------------------------------------------------
 
 _COLUMNS: Final = tuple(item.name for item in fields(TokenRecord))
@@ -331,7 +347,7 @@ class SqliteTokenStore:
         try:
             # WAL: readers never wait for the writer, so workers checking tokens are not held
             # up by the CLI or a last-used update. The setting is kept in the file.
-            db.execute("PRAGMA journal_mode = WAL")
+            _use_wal(db, self._busy_timeout)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version != _SCHEMA_VERSION:
                 with _transaction(db):  # several workers may open a new file at once
