@@ -34,6 +34,7 @@ from auth.wiring import Door
 from openapi.cache import DocumentCache
 from openapi.pages import docs_routes
 
+from . import heap
 from .access_log import AccessLog, LoggingAccessLog
 from .config import AuthMode, Config
 from .endpoints import RpcEndpoints
@@ -54,8 +55,9 @@ _RPC_PREFIX: Final = "/rpc/"
 class Gateway:
     """The app's state: the config, the registry of services and the metrics."""
 
-    def __init__(self, config: Config, access_log: AccessLog) -> None:
+    def __init__(self, config: Config, access_log: AccessLog, *, settle_heap: bool) -> None:
         self.config = config
+        self.settle_heap = settle_heap
         self.access_log = access_log
         self.door = Door.from_config(config) if config.auth.mode is AuthMode.TOKEN else None
         self.registry = Registry(config)
@@ -76,6 +78,8 @@ class Gateway:
         if collector is not None and not rpccore.tracing.is_enabled():
             rpccore.tracing.enable(collector, process_name="zerogate-gateway")
         await self.registry.open()
+        if self.settle_heap:
+            heap.settle()  # started: what exists now lives as long as the process
         try:
             yield
         finally:
@@ -210,10 +214,13 @@ class FrontDoor:
             raise  # Observed logs it with the trace id
 
 
-def create_app(config: Config, *, access_log: AccessLog | None = None) -> Starlette:
+def create_app(
+    config: Config, *, access_log: AccessLog | None = None, settle_heap: bool = False
+) -> Starlette:
     """The ASGI app for ``config``; run it under uvicorn (``zerogate serve``). Access-log
-    lines go to ``access_log`` (default: the ``zerogate.access`` logger)."""
-    gateway = Gateway(config, access_log or LoggingAccessLog())
+    lines go to ``access_log`` (default: the ``zerogate.access`` logger). ``settle_heap``:
+    once started, tune this process's garbage collector for serving (``heap.settle``)."""
+    gateway = Gateway(config, access_log or LoggingAccessLog(), settle_heap=settle_heap)
     app = Starlette(
         routes=gateway.routes(),
         exception_handlers={HTTPException: _http_error, Exception: _server_error},

@@ -70,7 +70,8 @@ class ServeOptions:
 def app_from_environment() -> Starlette:
     """The app of one worker process, from the config file ``$ZEROGATE_CONFIG`` names (else
     ``zerogate.yaml``): uvicorn calls it in each worker (``factory=True``)."""
-    return create_app(load_config(default_config_path()), access_log=StreamAccessLog(sys.stdout))
+    config = load_config(default_config_path())
+    return create_app(config, access_log=StreamAccessLog(sys.stdout), settle_heap=True)
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -238,7 +239,7 @@ def serve(options: ServeOptions) -> int:
 
 def _app(config: Config, workers: int) -> Starlette | str:
     if workers == 1:
-        return create_app(config, access_log=StreamAccessLog(sys.stdout))
+        return create_app(config, access_log=StreamAccessLog(sys.stdout), settle_heap=True)
     # Each worker process builds its own app from the file, found through the environment.
     assert config.source is not None  # it was read from a file
     os.environ[ENV_VAR] = str(config.source.absolute())
