@@ -51,7 +51,7 @@ FAILURE_RATE: Final = 1.0  # per second
 FAILURE_BURST: Final = 20
 METADATA_ID: Final = "zerogate_token_id"
 METADATA_NAME: Final = "zerogate_token_name"
-_METADATA_CACHE: Final = 10_000
+_CALLER_CACHE: Final = 10_000
 
 
 def public_paths(config: AuthConfig) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -76,6 +76,7 @@ class Credentials:
         self.via_query = False  # no header, but the query string looks like it holds one
 
 
+_CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"x-api-key"})
 _QUERY_NAMES: Final = (b"access_token=", b"api_key=", b"apikey=", b"token=")
 
 
@@ -131,15 +132,18 @@ class AuthGate:
         self.limiter = limiter
         self.failures = failures  # keyed by client address
         self.exact, self.prefixes = public_paths(config)
-        self._metadata: dict[str, dict[str, str]] = {}
+        self._memory = limiter if isinstance(limiter, MemoryRateLimiter) else None
+        self._callers: dict[str, tuple[dict[str, str], str]] = {}
 
-    def _metadata_of(self, token: TokenInfo) -> dict[str, str]:
-        """The RPC header keys naming ``token`` (made once per token, not per request)."""
-        found = self._metadata.get(token.id)
-        if found is None or found[METADATA_NAME] != token.name:
-            if len(self._metadata) >= _METADATA_CACHE:
-                self._metadata.clear()
-            found = self._metadata[token.id] = {METADATA_ID: token.id, METADATA_NAME: token.name}
+    def _caller(self, token: TokenInfo) -> tuple[dict[str, str], str]:
+        """The RPC header keys naming ``token`` and its rate-limit bucket (made once per
+        token, not per request)."""
+        found = self._callers.get(token.id)
+        if found is None or found[0][METADATA_NAME] != token.name:
+            if len(self._callers) >= _CALLER_CACHE:
+                self._callers.clear()
+            metadata = {METADATA_ID: token.id, METADATA_NAME: token.name}
+            found = self._callers[token.id] = (metadata, token_key(token.id))
         return found
 
     def is_public(self, path: str) -> bool:
@@ -151,19 +155,59 @@ class AuthGate:
             return
         info = request_info(scope)
         try:
-            await self._admit(scope, info)
+            token = self._verified_now(scope) or await self._verify(scope, info)
+            info.token = token
+            metadata, bucket = self._caller(token)
+            memory = self._memory
+            if memory is not None:  # no coroutine for a memory bucket
+                decision = memory.hit_now(bucket, rate=token.rate, burst=token.burst)
+            else:
+                decision = await self.limiter.hit(bucket, rate=token.rate, burst=token.burst)
+            info.response_headers.extend(decision.headers())
+            if not decision.allowed:
+                self._refused(scope, info, "rate limited", _presented(scope))
+                raise Problem(
+                    429,
+                    f"the token {token.name!r} is over its rate limit of {decision.limit} calls "
+                    f"in a burst; retry after {decision.retry_after_seconds} s",
+                    code=RESOURCE_EXHAUSTED,
+                )
         except Problem as problem:
             await problem_response(problem, info)(scope, receive, send)
             return
-        token = info.token
-        assert token is not None
-        metadata = call_metadata.set(self._metadata_of(token))
+        reset = call_metadata.set(metadata)
         try:
             await self.app(scope, receive, send)
         finally:
-            call_metadata.reset(metadata)
+            call_metadata.reset(reset)
 
-    async def _admit(self, scope: Scope, info: RequestInfo) -> None:
+    def _verified_now(self, scope: Scope) -> TokenInfo | None:
+        """The usual request, decided from caches without a coroutine: one credential header,
+        a token verified moments ago, no failed authentication anywhere lately. None sends
+        the request the whole way (``_verify``), which decides every other case."""
+        if len(self.failures):
+            return None  # some address is being limited: the whole way checks this one
+        found: bytes | None = None
+        bearer = False
+        for name, value in scope["headers"]:
+            if name in _CREDENTIAL_HEADERS:
+                if found is not None:
+                    return None  # two credentials: the whole way says whether they conflict
+                found, bearer = value, name == b"authorization"
+        if found is None:
+            return None
+        if bearer:
+            if not found.startswith(b"Bearer "):
+                return None
+            found = found[7:]
+        try:
+            # A presented string with stray spaces or another scheme's case is no cached
+            # token: the whole way normalizes it.
+            return self.verifier.verify_cached(found.decode("latin-1"))
+        except TokenRejected:
+            return None
+
+    async def _verify(self, scope: Scope, info: RequestInfo) -> TokenInfo:
         found = credentials(scope)
         presented = found.token
         if presented is None:
@@ -189,7 +233,7 @@ class AuthGate:
                 headers={"WWW-Authenticate": f'{REALM}, error="invalid_request"'},
             )
         try:
-            token = self.verifier.verify_cached(presented) or await self.verifier.verify(presented)
+            return self.verifier.verify_cached(presented) or await self.verifier.verify(presented)
         except TokenRejected as rejected:
             self._refused(scope, info, rejected.reason.value, presented)
             await self.failures.hit(address or address_key(_client_address(scope)))
@@ -202,21 +246,6 @@ class AuthGate:
                 code="unavailable",
                 headers={"Retry-After": "1"},
             ) from None
-        info.token = token
-        limiter = self.limiter
-        if isinstance(limiter, MemoryRateLimiter):  # no coroutine for a memory bucket
-            decision = limiter.hit_now(token_key(token.id), rate=token.rate, burst=token.burst)
-        else:
-            decision = await limiter.hit(token_key(token.id), rate=token.rate, burst=token.burst)
-        info.response_headers.extend(decision.headers())
-        if not decision.allowed:
-            self._refused(scope, info, "rate limited", presented)
-            raise Problem(
-                429,
-                f"the token {token.name!r} is over its rate limit of {decision.limit} calls "
-                f"in a burst; retry after {decision.retry_after_seconds} s",
-                code=RESOURCE_EXHAUSTED,
-            )
 
     @staticmethod
     def _refused(scope: Scope, info: RequestInfo, reason: str, presented: str | None) -> None:
@@ -230,6 +259,10 @@ class AuthGate:
             client[0] if client else "?",
             info.trace.trace_id,
         )
+
+
+def _presented(scope: Scope) -> str | None:
+    return credentials(scope).token
 
 
 def _client_address(scope: Scope) -> str:

@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
@@ -87,10 +87,24 @@ class TokenInfo:
     rate: float | None  # calls per second; None: the config's rate_limit.per_token
     burst: int | None  # None: the config's rate_limit.burst
     grace_until: float | None = None  # set when the secret presented was replaced by a rotation
+    # Answers of ``allows`` so far: a token calls the same few methods over and over.
+    _verdicts: dict[tuple[str, str], bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def allows(self, service: str, method: str) -> bool:
         """Whether one of the scopes matches ``service:method`` (globs, case-sensitive)."""
-        return _scope_matcher(self.scopes)(f"{service}:{method}") is not None
+        target = (service, method)
+        verdict = self._verdicts.get(target)
+        if verdict is None:
+            verdict = _scope_matcher(self.scopes)(f"{service}:{method}") is not None
+            if len(self._verdicts) >= _VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[target] = verdict
+        return verdict
+
+
+_VERDICTS: Final = 1024  # answers a TokenInfo keeps
 
 
 @functools.lru_cache(maxsize=1024)
@@ -108,6 +122,15 @@ class _Entry:
     fresh_until: float  # monotonic time after which the store is asked again
     info: TokenInfo | None = None  # built once per entry, for the hot path
     grace_info: TokenInfo | None = None
+
+
+@dataclass(slots=True)
+class _Pass:
+    """A presented token that was accepted, and until when that answer stands."""
+
+    info: TokenInfo
+    fresh_until: float  # monotonic: the cache entry's freshness
+    valid_until: float  # Unix: expiry, grace end or the next last-used write, the soonest
 
 
 class TokenVerifier:
@@ -144,6 +167,7 @@ class TokenVerifier:
         self._unknown: dict[str, _Entry] = {}
         self._touched: dict[str, float] = {}  # token id -> last time a use was written
         self._hashes: dict[str, str] = {}  # presented token -> its HMAC (well-formed ones only)
+        self._passes: dict[str, _Pass] = {}  # presented token -> a recent success
         self._touches: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -156,16 +180,20 @@ class TokenVerifier:
         """``verify`` without awaiting, when the answer is cached and fresh (the usual case:
         a client sends the same token many times a second); None when the store must be
         asked. Raises ``TokenRejected`` like ``verify``."""
+        passed = self._passes.get(presented)
+        if (
+            passed is not None
+            and self._monotonic() < passed.fresh_until
+            and self._clock() < passed.valid_until
+        ):
+            return passed.info
         token_hash = self._hashes.get(presented)
         if token_hash is None:
             return None
         entry = self._found.get(token_hash) or self._unknown.get(token_hash)
         if entry is None or self._monotonic() >= entry.fresh_until:
             return None
-        now = self._clock()
-        info = self._decide(entry, token_hash, now)
-        self._maybe_touch(info.id, now)
-        return info
+        return self._accept(presented, entry, token_hash)
 
     async def verify(self, presented: str) -> TokenInfo:
         """The token's ``TokenInfo``; ``TokenRejected`` if it is not valid now, ``StoreError``
@@ -179,10 +207,26 @@ class TokenVerifier:
                 raise TokenRejected(reason, problem.message)
             token_hash = self._hasher.hash(presented)
             self._remember_hash(presented, token_hash)
-        entry = await self._lookup(token_hash)
+        return self._accept(presented, await self._lookup(token_hash), token_hash)
+
+    def _accept(self, presented: str, entry: _Entry, token_hash: str) -> TokenInfo:
+        """Decide on ``entry`` now (raises TokenRejected), and remember a success as a pass:
+        until the entry's freshness, the token's expiry or grace end, or its next last-used
+        write, whichever comes first, the same presented string is let through at once."""
         now = self._clock()
         info = self._decide(entry, token_hash, now)
         self._maybe_touch(info.id, now)
+        record = entry.record
+        assert record is not None  # _decide refuses unknown tokens
+        valid_until = self._touched.get(info.id, now) + self.touch_interval
+        for end in (record.expires_at, info.grace_until):
+            if end is not None and end < valid_until:
+                valid_until = end
+        passes = self._passes
+        passes.pop(presented, None)  # re-inserted: insertion order is age order
+        if len(passes) >= self.cache_size:
+            del passes[next(iter(passes))]
+        passes[presented] = _Pass(info, entry.fresh_until, valid_until)
         return info
 
     def _remember_hash(self, presented: str, token_hash: str) -> None:
@@ -199,6 +243,7 @@ class TokenVerifier:
         self._found.clear()
         self._unknown.clear()
         self._hashes.clear()
+        self._passes.clear()
 
     async def aclose(self) -> None:
         """Wait for last-used writes still running."""

@@ -316,3 +316,91 @@ def test_allows_matches_like_fnmatchcase(scopes: list[str], service: str, method
     )
     expected = any(fnmatchcase(f"{service}:{method}", scope) for scope in scopes)
     assert info.allows(service, method) is expected
+    assert info.allows(service, method) is expected  # the remembered answer
+
+
+# -- the gate's path: verify_cached first, the store only when it cannot answer ------------
+
+
+async def at_the_gate(verifier: TokenVerifier, token: str) -> TokenInfo:
+    """What AuthGate does per request."""
+    return verifier.verify_cached(token) or await verifier.verify(token)
+
+
+@run_async
+async def test_the_cached_path_sees_expiry_at_once() -> None:
+    store, clock = MemoryTokenStore(), FakeClock()
+    token, _ = await new_token(store, clock, expires_in=10)
+    verifier = make_verifier(store, clock, cache_ttl=60)
+    first = await at_the_gate(verifier, token)
+    clock.advance(9.9)
+    assert verifier.verify_cached(token) is first  # let through without deciding again
+    clock.advance(0.1)
+    with pytest.raises(TokenRejected) as caught:
+        verifier.verify_cached(token)
+    assert caught.value.reason is Reason.EXPIRED
+    assert store.finds == 1
+    await verifier.aclose()
+
+
+@run_async
+async def test_the_cached_path_sees_revocation_within_the_ttl() -> None:
+    store, clock = MemoryTokenStore(), FakeClock()
+    token, token_id = await new_token(store, clock)
+    verifier = make_verifier(store, clock, cache_ttl=TTL)
+    await at_the_gate(verifier, token)
+    await store.revoke(token_id, clock())
+    clock.advance(TTL - 0.1)
+    assert verifier.verify_cached(token) is not None
+    clock.advance(0.1)
+    assert verifier.verify_cached(token) is None  # stale: the store must be asked
+    with pytest.raises(TokenRejected) as caught:
+        await at_the_gate(verifier, token)
+    assert caught.value.reason is Reason.REVOKED
+    await verifier.aclose()
+
+
+@run_async
+async def test_the_cached_path_ends_a_rotated_secret_with_its_grace() -> None:
+    store, clock = MemoryTokenStore(), FakeClock()
+    old, token_id = await new_token(store, clock)
+    verifier = make_verifier(store, clock, cache_ttl=60)
+    rotated = await rotate_token(store, hasher(), token_id, valid_until=clock() + 30)
+    assert rotated is not None
+    assert (await at_the_gate(verifier, old)).grace_until == clock() + 30
+    clock.advance(29.9)
+    assert verifier.verify_cached(old) is not None
+    clock.advance(0.1)
+    with pytest.raises(TokenRejected) as caught:
+        verifier.verify_cached(old)
+    assert caught.value.reason is Reason.UNKNOWN
+    assert (await at_the_gate(verifier, rotated.token)).id == token_id
+    await verifier.aclose()
+
+
+@run_async
+async def test_the_cached_path_still_writes_last_use_once_per_interval() -> None:
+    store, clock = MemoryTokenStore(), FakeClock()
+    token, token_id = await new_token(store, clock)
+    verifier = make_verifier(store, clock, cache_ttl=3600, touch_interval=60)
+    start = clock()
+    for _ in range(260):
+        await at_the_gate(verifier, token)
+        clock.advance(0.5)  # 130 s in all
+    await verifier.aclose()
+    assert store.touches == [(token_id, start), (token_id, start + 60), (token_id, start + 120)]
+    assert store.finds == 1
+
+
+@run_async
+async def test_forget_drops_what_the_cached_path_let_through() -> None:
+    store, clock = MemoryTokenStore(), FakeClock()
+    token, token_id = await new_token(store, clock)
+    verifier = make_verifier(store, clock)
+    await at_the_gate(verifier, token)
+    await store.revoke(token_id, clock())
+    verifier.forget()
+    assert verifier.verify_cached(token) is None
+    with pytest.raises(TokenRejected):
+        await at_the_gate(verifier, token)
+    await verifier.aclose()
