@@ -2,7 +2,7 @@
 
 Run it from the repository root (``make bench-gateway``)::
 
-    .venv/bin/python bench/gateway.py                 # 5 rounds of 5 s measurements, ~4 min
+    .venv/bin/python bench/gateway.py                 # 5 rounds of 5 s measurements, ~5 min
     .venv/bin/python bench/gateway.py --quick         # 1 round of 2 s, a 256 MiB stream
     .venv/bin/python bench/gateway.py --rounds 3 --duration 3 --json /tmp/gateway.json
     .venv/bin/python bench/gateway.py --quick --without-ours   # the competitors alone
@@ -21,6 +21,12 @@ What runs (every process its own, all on 127.0.0.1, fresh in every round):
   store holding one token of scope ``*:*``, and a rate limit so high it never refuses
   (``per_token: 1000000/s, burst: 1000000``, in memory). Its wrk script sends
   ``Authorization: Bearer <token>``; it is checked to refuse a request without one;
+* ``traced``: ours a third time with tracing on (``tracing.collector``), in front of a
+  backend of its own with tracing on (``$ZEROGATE_COLLECTOR``): each request gives three
+  records, shipped to a real ``zerogate collector`` that stores them in a real Redis, both
+  started by ``_collector`` at idle CPU priority (a collector has a host of its own in
+  production; here it gets the time the measured processes leave). The records stored
+  per request are printed (3 when it kept up); needs ``redis-server``;
 * ``naive``: Flask on gevent's ``WSGIServer`` (monkey-patched), ``POST /rpc/<service>/
   <method>`` -> one shared zerorpc 0.6.3 ``Client`` -> ``jsonify``; its listening socket has
   ``TCP_NODELAY``, which Linux copies to every accepted socket (the child checks this at
@@ -29,7 +35,7 @@ What runs (every process its own, all on 127.0.0.1, fresh in every round):
   (uvloop, httptools, no access log): the HTTP stack alone, the ceiling;
 * ``direct``: an ``rpccore.aio`` client on uvloop calling the backend directly.
 
-The four gateways are pinned to the first CPU, everything else (backend, wrk, curl, the
+The five gateways are pinned to the first CPU, everything else (backend, wrk, curl, the
 direct client) to the second, with ``os.sched_setaffinity`` in our children and
 ``taskset`` for the commands. Ports are chosen by binding port 0.
 
@@ -55,12 +61,13 @@ Reading the output: a line per round as it is measured, then the medians over th
 (ratios: the median of the per-round ratios), then the targets with PASS/FAIL. Targets:
 at 64 connections ours >= 3x naive's req/s and >= 35% of Starlette's; key auth plus rate
 limiting (``auth``) keeps >= 90% of ours' req/s (Kong reports losing about 24% to the same
-pair of plugins); at 1 connection ours adds <= 250 us of p50 latency over a direct call;
+pair of plugins); tracing on (``traced``) keeps >= 85% of ours' req/s; at 1 connection
+ours adds <= 250 us of p50 latency over a direct call;
 the stream's RSS growth <= 100 MiB (the worst round). As in ``bench/rpc.py``, a missed
 target prints FAIL but the exit status stays 0; it is 1 when a process cannot start, or
 when ours cannot start (the others are still measured, and its targets are n/a; likewise
-when ours with auth cannot), 130 on Ctrl-C. ``--without-ours`` measures the naive gateway
-and Starlette alone, on purpose (exit status 0).
+when ours with auth or with tracing cannot), 130 on Ctrl-C. ``--without-ours`` measures
+the naive gateway and Starlette alone, on purpose (exit status 0).
 
 Processes: every child is stopped by PID (SIGTERM, then SIGKILL) at the end of its round,
 on errors and on Ctrl-C, and dies with the parent if it is killed (PR_SET_PDEATHSIG;
@@ -87,6 +94,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from _collector import CollectorStack, start_collector
 from _common import (
     ROOT,
     Child,
@@ -118,10 +126,11 @@ READY_TIMEOUT: Final = 30.0
 BUSY_WARNING: Final = 0.10  # others' share of a CPU before a round that gets a warning
 WARM_CALLS: Final = 200
 
-GATEWAYS: Final = ("ours", "auth", "naive", "starlette")
+GATEWAYS: Final = ("ours", "auth", "traced", "naive", "starlette")
 EXPECTED: Final[dict[str, object]] = {
     "ours": 3,
     "auth": 3,
+    "traced": 3,
     "naive": 3,
     "starlette": {"result": 3},
 }
@@ -131,6 +140,8 @@ TARGET_VS_NAIVE: Final = 3.0
 TARGET_VS_STARLETTE: Final = 0.35
 TARGET_ADDED_US: Final = 250.0
 TARGET_AUTH: Final = 0.90  # auth on / auth off, req/s at 64 connections
+TARGET_TRACED: Final = 0.85  # tracing on / off, req/s at 64 connections
+COLLECTOR_SETTLE: Final = 0.5  # seconds for the last records to reach Redis
 MEM_LIMIT_MIB: Final = 100.0
 
 # The request of every wrk connection, and wrk's own counters as one JSON line at the end
@@ -170,6 +181,10 @@ auth:
   store: sqlite:///tokens.db
   secret: file:secret
 rate_limit: {per_token: 1000000/s, burst: 1000000, store: memory}
+"""
+# Added for ``traced``: records go to the benchmark's collector (``_collector``).
+TRACING_CONFIG: Final = """\
+tracing: {{collector: '{collector}', query: '{query}'}}
 """
 
 
@@ -355,6 +370,9 @@ class Setup:
     without_ours: str = ""
     token: str | None = None  # of ``auth``; None: it is not measured (why: ``without_auth``)
     without_auth: str = ""
+    tracing: bool = False  # whether ``traced`` is measured (why not: ``without_tracing``)
+    without_tracing: str = ""
+    collector: CollectorStack | None = None  # of ``traced``, fresh in every round
     wrk_scripts: dict[str, Path] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -380,11 +398,16 @@ class Setup:
             for name in GATEWAYS
             if not (name == "ours" and self.zerogate is None)
             and not (name == "auth" and (self.zerogate is None or self.token is None))
+            and not (name == "traced" and (self.zerogate is None or not self.tracing))
         )
 
     def drop_ours(self, why: str) -> None:
         print(f"  ! ours cannot run: {why}\n  ! measuring naive and Starlette only", flush=True)
         self.zerogate, self.without_ours = None, why
+
+    def drop_traced(self, why: str) -> None:
+        print(f"  ! ours with tracing cannot run: {why}\n  ! measuring the others", flush=True)
+        self.tracing, self.without_tracing = False, why
 
     def drop_auth(self, why: str) -> None:
         print(f"  ! ours with auth cannot run: {why}\n  ! measuring the others", flush=True)
@@ -412,11 +435,13 @@ def pinned(cpu: int | None) -> list[str]:
     return guard if cpu is None else [*guard, "taskset", "--cpu-list", str(cpu)]
 
 
-def spawn(setup: Setup, role: str, cpu: int | None, *extra: str) -> Child:
+def spawn(
+    setup: Setup, role: str, cpu: int | None, *extra: str, env: dict[str, str] | None = None
+) -> Child:
     argv = [sys.executable, str(Path(__file__).resolve()), "--role", role, *extra]
     if cpu is not None:
         argv += ["--cpu", str(cpu)]
-    return Child(role, argv, setup.tmp, setup.env)
+    return Child(role, argv, setup.tmp, {**setup.env, **(env or {})})
 
 
 def free_port() -> int:
@@ -443,12 +468,19 @@ def find_zerogate() -> tuple[Path | None, str]:
 
 
 def start_ours(setup: Setup, endpoint: str, name: str = "ours") -> Gateway:
-    """``zerogate serve``; as ``auth``, with token auth on (see ``prepare_auth``)."""
+    """``zerogate serve``; as ``auth``, with token auth on (see ``prepare_auth``); as
+    ``traced``, with tracing on (records to ``setup.collector``)."""
     assert setup.zerogate is not None
     port = free_port()
     config = setup.tmp / f"zerogate-{port}.yaml"
     text = CONFIG.format(host=HOST, port=port, service=SERVICE, endpoint=endpoint, timeout=STALL)
-    config.write_text(text + (AUTH_CONFIG if name == "auth" else ""))
+    if name == "auth":
+        text += AUTH_CONFIG
+    elif name == "traced":
+        assert setup.collector is not None
+        stack = setup.collector
+        text += TRACING_CONFIG.format(collector=stack.endpoint, query=stack.query)
+    config.write_text(text)
     argv = [*pinned(setup.gateway_cpu), str(setup.zerogate), "serve", "-c", str(config)]
     argv += ["--host", HOST, "--port", str(port)]
     child = Child(name, argv, setup.tmp, setup.env, json_lines=False)
@@ -627,12 +659,13 @@ def run_wrk(setup: Setup, gateway: Gateway, connections: int, seconds: int) -> d
 def measure_http(setup: Setup, gateway: Gateway, connections: int) -> dict[str, Any]:
     """A thrown-away warm-up run, then the measured one, with the gateway's CPU time."""
     try:
-        run_wrk(setup, gateway, connections, setup.warmup)
+        warmup = run_wrk(setup, gateway, connections, setup.warmup)
     except MeasureError as exc:
         raise MeasureError(f"warm-up: {exc}") from None
     before = cpu_seconds(gateway.pid)
     stats = run_wrk(setup, gateway, connections, setup.duration)
     stats["cpu_us"] = (cpu_seconds(gateway.pid) - before) * 1e6 / stats["requests"]
+    stats["requests_all"] = warmup["requests"] + stats["requests"]
     return stats
 
 
@@ -730,12 +763,49 @@ def start_gateways(setup: Setup, endpoint: str) -> dict[str, Gateway]:
             setup.drop_auth(str(exc))
         else:
             gateways["auth"] = auth
+    if "traced" in setup.gateways():
+        try:
+            setup.collector = start_collector(setup.tmp, setup.env)
+            gateways["traced"] = start_traced(setup)
+        except ChildError as exc:  # as for auth
+            setup.drop_traced(str(exc))
     for child in (naive, bare):
         message = child.recv(timeout=READY_TIMEOUT)
         check_pinning(child.name, child.pid, setup.gateway_cpu)
         gateways[child.name] = Gateway(child.name, child, message["port"])
         wait_answering(gateways[child.name])
     return gateways
+
+
+def start_traced(setup: Setup) -> Gateway:
+    """Ours with tracing on, in front of a backend of its own with tracing on: every request
+    gives three records (the gateway's HTTP request and call, the backend's call)."""
+    assert setup.collector is not None
+    tracing_env = {"ZEROGATE_COLLECTOR": setup.collector.endpoint}
+    backend = spawn(setup, "backend", setup.load_cpu, env=tracing_env)
+    endpoint = backend.recv(timeout=READY_TIMEOUT)["endpoint"]
+    check_pinning("traced backend", backend.pid, setup.load_cpu)
+    traced = start_ours(setup, endpoint, "traced")
+    try:
+        wait_answering(traced)
+        check_pinning("traced", traced.pid, setup.gateway_cpu)
+    except ChildError:
+        traced.child.stop()
+        backend.stop()
+        raise
+    return traced
+
+
+def stored_records(setup: Setup) -> int | None:
+    """The collector's count of stored records; None when it cannot be read."""
+    if setup.collector is None:
+        return None
+    try:
+        stored: int = setup.collector.info()["stored"]
+    except (ChildError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+        failed("reading the collector's counters", MeasureError(str(exc)))
+        return None
+    return stored
 
 
 def run_round(setup: Setup, number: int) -> tuple[Values, dict[str, Any]]:
@@ -761,16 +831,24 @@ def run_round(setup: Setup, number: int) -> tuple[Values, dict[str, Any]]:
             for key in ("rps", "p50", "p99", "cpu"):
                 values[f"{key}@{connections}"] = {}
             for name in rotate(setup.gateways(), number):
+                before = stored_records(setup) if name == "traced" else None
                 try:
                     stats = measure_http(setup, gateways[name], connections)
                 except MeasureError as exc:
                     failed(f"{name} with {connections} connection(s)", exc)
                     stats = {}
+                if before is not None and stats.get("requests"):
+                    time.sleep(COLLECTOR_SETTLE)
+                    after = stored_records(setup)
+                    if after is not None:  # over the warm-up and the measurement both
+                        stats["stored_per_request"] = (after - before) / stats["requests_all"]
                 raw[f"wrk{connections}-{name}"] = stats or None
                 values[f"rps@{connections}"][name] = stats.get("rps")
                 values[f"p50@{connections}"][name] = stats.get("p50_us")
                 values[f"p99@{connections}"][name] = stats.get("p99_us")
                 values[f"cpu@{connections}"][name] = stats.get("cpu_us")
+                if name == "traced":
+                    values[f"stored@{connections}"] = {name: stats.get("stored_per_request")}
 
         seconds = str(setup.duration)
         direct = spawn(
@@ -792,7 +870,8 @@ def run_round(setup: Setup, number: int) -> tuple[Values, dict[str, Any]]:
             if name != "starlette"  # it makes no call
         }
     finally:
-        stop_all()  # every process of the round, by PID
+        stop_all()  # every process of the round, by PID (the collector's too)
+        setup.collector = None
     return values, raw
 
 
@@ -838,6 +917,10 @@ def print_round(values: Values) -> None:
             )
         if "auth" in rps:
             line += f"  auth/ours {fmt_percent(divide(rps['auth'], rps.get('ours')))}"
+        if "traced" in rps:
+            line += f"  traced/ours {fmt_percent(divide(rps['traced'], rps.get('ours')))}"
+            stored = values.get(f"stored@{connections}", {}).get("traced")
+            line += f" ({fmt(stored, 2)} records stored/request)"
         print(line, flush=True)
     added = values["added@1"]
     print(
@@ -874,6 +957,8 @@ def summarize(rounds: list[Values]) -> dict[str, Any]:
         "vs_starlette@1": median(ratios(rounds, "rps@1", "starlette")),
         "auth_vs_ours@64": median(ratios(rounds, "rps@64", "ours", mine="auth")),
         "auth_vs_ours@1": median(ratios(rounds, "rps@1", "ours", mine="auth")),
+        "traced_vs_ours@64": median(ratios(rounds, "rps@64", "ours", mine="traced")),
+        "traced_vs_ours@1": median(ratios(rounds, "rps@1", "ours", mine="traced")),
         "mem_worst": worst(rounds, "mem_growth", "ours"),
     }
 
@@ -891,7 +976,8 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
     med = summary["median"]
     header = (
         f"{'metric (median of ' + str(rounds) + ')':<36}{'ours':>10}{'ours+auth':>11}"
-        f"{'naive':>10}{'starlette':>11}{'ours/naive':>12}{'ours/starl.':>13}{'auth/ours':>11}"
+        f"{'ours+trace':>12}{'naive':>10}{'starlette':>11}{'ours/naive':>12}{'ours/starl.':>13}"
+        f"{'auth/ours':>11}{'trace/ours':>12}"
     )
     print()
     print(header)
@@ -902,7 +988,7 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
         row = med[metric]
         line = (
             f"{title.format(size=size):<36}{fmt(row.get('ours'), digits):>10}"
-            f"{fmt(row.get('auth'), digits):>11}"
+            f"{fmt(row.get('auth'), digits):>11}{fmt(row.get('traced'), digits):>12}"
             f"{fmt(row.get('naive'), digits):>10}{fmt(row.get('starlette'), digits):>11}"
         )
         if metric.startswith("rps"):
@@ -910,6 +996,7 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
             line += f"{fmt_ratio(summary['vs_naive' + at]):>12}"
             line += f"{fmt_ratio(summary['vs_starlette' + at]):>13}"
             line += f"{fmt_percent(summary['auth_vs_ours' + at]):>11}"
+            line += f"{fmt_percent(summary['traced_vs_ours' + at]):>12}"
         print(line)
     direct = med["direct_p50"]["direct"], med["direct_p99"]["direct"]
     print(
@@ -922,6 +1009,7 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
 
     vs_naive, vs_bare = summary["vs_naive@64"], summary["vs_starlette@64"]
     auth = summary["auth_vs_ours@64"]
+    traced = summary["traced_vs_ours@64"]
     added = med.get("added@1", {}).get("ours")
     mem = summary["mem_worst"]
     rows = [
@@ -942,6 +1030,12 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
             fmt_percent(auth),
             f">= {TARGET_AUTH:.0%}",
             check(auth, auth is not None and auth >= TARGET_AUTH),
+        ),
+        (
+            "64 conn req/s: tracing on / off",
+            fmt_percent(traced),
+            f">= {TARGET_TRACED:.0%}",
+            check(traced, traced is not None and traced >= TARGET_TRACED),
         ),
         (
             "1 conn p50 added over a direct call",
@@ -965,8 +1059,13 @@ def print_tables(summary: dict[str, Any], rounds: int, mem_mib: int) -> None:
     print(
         "\nratios are medians of the per-round ratios; added latency = ours' wrk -c1 p50 minus\n"
         "a direct rpccore.aio call's p50 (same round); RSS growth = peak - before the stream;\n"
-        "auth on / auth off: key auth plus rate limiting (Kong reports keeping about 76%)."
+        "auth on / auth off: key auth plus rate limiting (Kong reports keeping about 76%);\n"
+        "tracing on / off: ours and its backend shipping every record to zerogate collector,\n"
+        "which stores them in Redis (both at idle priority: see _collector)."
     )
+    stored = med.get("stored@64", {}).get("traced")
+    if stored is not None:
+        print(f"records stored per traced request at 64 connections: {stored:.2f} (3 = all)")
 
 
 # -- main -----------------------------------------------------------------------------
@@ -1012,6 +1111,11 @@ def parent_main(args: argparse.Namespace) -> int:
         except (ChildError, OSError, subprocess.TimeoutExpired) as exc:  # exit status 1
             setup.drop_auth(str(exc))
         setup.write_scripts()  # now with the token
+        try:  # a first start, to know at once whether it can (each round starts its own)
+            start_collector(tmp, setup.env).stop()
+            setup.tracing = True
+        except (ChildError, OSError, subprocess.TimeoutExpired) as exc:  # exit status 1
+            setup.drop_traced(str(exc))
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -1054,6 +1158,8 @@ def parent_main(args: argparse.Namespace) -> int:
                 "without_ours": setup.without_ours,
                 "auth": setup.token is not None,
                 "without_auth": setup.without_auth,
+                "traced": setup.tracing,
+                "without_tracing": setup.without_tracing,
             },
             "rounds": [{"values": v, "raw": r} for v, r in zip(all_values, all_raw, strict=True)],
             "summary": summary,
@@ -1065,6 +1171,9 @@ def parent_main(args: argparse.Namespace) -> int:
         return 1
     if setup.without_auth:
         print(f"ours with auth did not run: {setup.without_auth}", file=sys.stderr)
+        return 1
+    if setup.without_tracing:
+        print(f"ours with tracing did not run: {setup.without_tracing}", file=sys.stderr)
         return 1
     return 0
 

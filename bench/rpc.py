@@ -59,9 +59,12 @@ parent (PR_SET_PDEATHSIG) if the parent is killed.
 
 ``--tracing`` adds pairs with tracing on in both processes (``green+t``, ``aio+t``:
 ``$ZEROGATE_COLLECTOR`` set, so each process emits one trace record per call and ships
-them) and a collector stand-in draining the records (a plain PULL socket, ``--role
-drain``); it prints the calls/s with tracing on over off, measured in the same round, for
-seq and inflight: the target is >= 0.85 (tracing costs at most 15%).
+them) and the real collector storing them in a real Redis (``_collector``: both at idle
+CPU priority, so that they take the time the pairs leave, as on a host of their own); it
+prints the calls/s with tracing on over off, measured in the same round, for seq and
+inflight: the target is >= 0.85 (tracing costs at most 15%). It also prints the records
+the collector stored per traced call (2, client and server, when it kept up; the senders
+drop what it could not take, without waiting). Needs ``redis-server``.
 
 ``--profile DIR`` runs every child under cProfile and writes ``DIR/<role>-<impl>-<pid>``
 ``.prof`` (servers dump when they are stopped, clients when they quit), then prints the
@@ -87,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from _collector import CollectorStack, start_collector
 from _common import (
     ROOT,
     Child,
@@ -146,6 +150,7 @@ TRACED_PAIRS: Final = (
     Pair("aio+t", "green+t", "aio+t", ("seq", "inflight")),
 )
 TRACING_TARGET: Final = 0.85  # calls/s with tracing on over off
+COLLECTOR_SETTLE: Final = 0.5  # seconds for the last records to reach Redis
 OURS: Final = ("green", "aio")  # the pairs the targets apply to
 EXTRA: Final = ("aio-aio", "raw")  # informative: dropped for the rest of the run if they fail
 # Every call's timeout (to its first reply): a stalled measurement fails in seconds, not 30.
@@ -660,28 +665,9 @@ def run_aio_client(endpoint: str) -> None:
     asyncio.run(main())
 
 
-def run_drain() -> None:
-    """The collector stand-in: a PULL socket that unpacks and counts every batch."""
-    import msgpack
-    import zmq
-
-    context = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
-    emit(ready_message(endpoint=f"tcp://127.0.0.1:{port}"))
-    records = 0
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    while True:
-        records += len(msgpack.unpackb(sock.recv()))
-
-
 def child_main(role: str, impl: str, cpu: int | None, endpoint: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     die_with_parent(int(os.environ["BENCH_PARENT"]))
-    if role == "drain":
-        run_drain()
-        return
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     if str(ROOT) not in sys.path:
@@ -718,7 +704,7 @@ class Setup:
     logs: Path
     env: dict[str, str]
     dropped: set[str] = field(default_factory=set)
-    collector: str | None = None  # --tracing: the drain's endpoint
+    collector: CollectorStack | None = None  # --tracing
 
     def failed(self, pair: Pair, metric: str, exc: Exception) -> None:
         print(f"  ! {metric} {pair.key}: {exc}", flush=True)
@@ -741,7 +727,8 @@ def spawn(setup: Setup, role: str, impl: str, endpoint: str | None = None) -> Ch
     env = setup.env
     if traced:
         assert setup.collector is not None
-        env = {**env, "ZEROGATE_COLLECTOR": setup.collector, "ZEROGATE_PROCESS_NAME": f"{role}"}
+        endpoint = setup.collector.endpoint
+        env = {**env, "ZEROGATE_COLLECTOR": endpoint, "ZEROGATE_PROCESS_NAME": f"{role}"}
     return Child(f"{role}-{impl}", argv, setup.logs, env, quit_on_eof=role == "client")
 
 
@@ -859,13 +846,20 @@ def run_round(setup: Setup, metrics: Sequence[str], number: int) -> tuple[Values
                 for pair in rotate([p for p in pairs if metric in p.metrics], number):
                     if pair.key in setup.dropped:
                         continue
+                    traced = setup.collector if pair.key.endswith("+t") else None
                     try:
+                        stored = traced.info()["stored"] if traced is not None else 0
                         result = timed_request(
                             children[f"server-{pair.server}"],
                             children[pair.key],
                             command(setup, metric),
                             timeout=setup.duration + 60,
                         )
+                        if traced is not None:
+                            time.sleep(COLLECTOR_SETTLE)
+                            result["stored_per_call"] = (traced.info()["stored"] - stored) / max(
+                                result["n"], 1
+                            )
                     except ChildError as exc:
                         setup.failed(pair, metric, exc)
                         values[metric][pair.key] = None
@@ -1000,7 +994,9 @@ def print_table(summary: dict[str, dict[str, Any]], rounds: int, mem_mib: int) -
     )
 
 
-def print_tracing(summary: dict[str, dict[str, Any]], rounds: list[Values]) -> None:
+def print_tracing(
+    summary: dict[str, dict[str, Any]], rounds: list[Values], raws: list[dict[str, Any]]
+) -> None:
     """Calls/s with tracing on over off, per round (same round, same machine state)."""
     print(f"\ntracing on / off (median of per-round ratios), target >= {TRACING_TARGET:g}")
     for metric in ("seq", "inflight"):
@@ -1020,6 +1016,11 @@ def print_tracing(summary: dict[str, dict[str, Any]], rounds: list[Values]) -> N
                 f"{fmt_ratio(value)} {verdict_text}"
             )
         print(f"  {TITLES[metric]:<22} " + "   ".join(cells))
+        kept = []
+        for key in ("green+t", "aio+t"):
+            stored = median(raw.get(metric, {}).get(key, {}).get("stored_per_call") for raw in raws)
+            kept.append(f"{key}: {fmt(stored, 2)}")
+        print(f"  {'  records stored/call':<22} " + "   ".join(kept) + "   (2 = all of them)")
 
 
 def num(value: float) -> str:
@@ -1106,9 +1107,17 @@ def parent_main(args: argparse.Namespace) -> int:
     if args.tracing:
         global PAIRS
         PAIRS = (*PAIRS, *TRACED_PAIRS)
-        drain = spawn(setup, "drain", "raw")
-        setup.collector = drain.recv(timeout=30)["endpoint"]
-        print(f"tracing: collector stand-in (PULL drain) at {setup.collector}", flush=True)
+        try:
+            setup.collector = start_collector(logs, env)
+        except ChildError as exc:
+            print(f"the collector cannot start: {exc}", file=sys.stderr)
+            stop_all()
+            return 1
+        print(
+            f"tracing: zerogate collector at {setup.collector.endpoint}, storing in Redis "
+            "(both at idle priority)",
+            flush=True,
+        )
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
@@ -1133,7 +1142,7 @@ def parent_main(args: argparse.Namespace) -> int:
     summary = summarize(all_values)
     print_table(summary, rounds, mem_mib)
     if args.tracing:
-        print_tracing(summary, all_values)
+        print_tracing(summary, all_values, all_raw)
     if RPCCORE:
         print(f"rpccore: {', '.join(sorted(RPCCORE))}")
     print_cpu_table(all_raw)
@@ -1175,7 +1184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tracing", action="store_true", help="also measure with tracing on (seq, inflight)"
     )
-    parser.add_argument("--role", choices=("server", "client", "drain"), help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("server", "client"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--impl", choices=("zerorpc", "green", "aio", "raw"), help=argparse.SUPPRESS
     )

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Every process that makes or serves calls ships one record per call to the collector
 (``gateway.collector``) over a ZeroMQ PUSH socket. Each ZeroMQ message is one frame holding a
-msgpack list of records, and each record is a msgpack map:
+batch. rpccore sends version-2 batches, ``[2, proc, host, pid, [row, ...]]``: each row the
+values of ``ROW_FIELDS`` in order, who sent them said once (``rpccore._tracing``). A msgpack
+list of maps (version 1) is read too. Either way each record comes down to this map:
 
 =======  ==========================================================================
 ``v``    1, the record format (other versions are refused)
@@ -48,6 +50,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 import msgpack
+
+from rpccore.tracing import BATCH_VERSION, ROW_FIELDS
 
 from .metrics import DURATION_BUCKETS
 
@@ -163,12 +167,31 @@ def decode_message(frame: bytes | memoryview) -> tuple[list[Record], int]:
         return [], 1
     if type(items) is not list:
         return [], 1
+    if items and type(items[0]) is int:
+        return _decode_rows(items)
     records = []
     for item in items:
         record = parse_record(item)
         if record is not None:
             records.append(record)
     return records, len(items) - len(records)
+
+
+def _decode_rows(batch: list[Any]) -> tuple[list[Record], int]:
+    """A version-2 batch: rows under one sender header. A bad header refuses the batch (as
+    one record, or as its rows when there is a list of them); a bad row only itself."""
+    rows = batch[4] if len(batch) == 5 and type(batch[4]) is list else None
+    if batch[0] != BATCH_VERSION or rows is None:
+        return [], len(rows) if rows else 1
+    proc, host, pid = batch[1], batch[2], batch[3]
+    records = []
+    width = len(ROW_FIELDS)
+    for row in rows:
+        if type(row) is list and len(row) == width:
+            record = _checked(row, proc, host, pid)
+            if record is not None:
+                records.append(record)
+    return records, len(rows) - len(records)
 
 
 def parse_record(item: object) -> Record | None:
@@ -179,45 +202,46 @@ def parse_record(item: object) -> Record | None:
     get = item.get
     if get("v") != RECORD_VERSION or type(get("v")) is not int:
         return None
-    tid, sid, par = get("tid"), get("sid"), get("par")
+    return _checked([get(name) for name in ROW_FIELDS], get("proc"), get("host"), get("pid"))
+
+
+def _checked(row: Sequence[Any], proc: Any, host: Any, pid: Any) -> Record | None:
+    """A ``Record`` of a row's values (ROW_FIELDS, in order) and its sender's, or None."""
+    tid, sid, par, side, svc, m, t0, t1, t2, out, exc, count = row
     if not (_is_id(tid, 32, _TRACE_ID) and _is_id(sid, 16, _SPAN_ID)):
         return None
     if par is not None and not _is_id(par, 16, _SPAN_ID):
         return None
-    side, out = get("side"), get("out")
     if type(side) is not str or type(out) is not str:
         return None
     side_member, out_member = _SIDES.get(side), _OUTCOMES.get(out)
     if side_member is None or out_member is None:
         return None
-    svc, method = _name(get("svc"), MAX_SERVICE_BYTES), _name(get("m"), MAX_METHOD_BYTES)
+    svc, method = _name(svc, MAX_SERVICE_BYTES), _name(m, MAX_METHOD_BYTES)
     if svc is None or method is None:
         return None
-    t0, t1, t2 = get("t0"), get("t1"), get("t2")
-    if not (_is_time(t0) and _is_time(t2)) or t2 < t0:  # type: ignore[operator]
+    if not (_is_time(t0) and _is_time(t2)) or t2 < t0:
         return None
     if t1 is not None and not (_is_time(t1) and t0 <= t1 <= t2):
         return None
-    exc, count, pid = get("exc"), get("n"), get("pid")
     if exc is not None and type(exc) is not str:
         return None
     if count is not None and not (type(count) is int and 0 <= count <= MAX_COUNT):
         return None
     if not (type(pid) is int and 0 <= pid <= MAX_PID):
         return None
-    proc, host = get("proc"), get("host")
     if type(proc) is not str or type(host) is not str:
         return None
     return Record(
-        tid,  # type: ignore[arg-type]
-        sid,  # type: ignore[arg-type]
+        tid,
+        sid,
         par,
         side_member,
         svc,
         method,
-        float(t0),  # type: ignore[arg-type]
+        float(t0),
         None if t1 is None else float(t1),
-        float(t2),  # type: ignore[arg-type]
+        float(t2),
         out_member,
         None if exc is None else clip(exc, MAX_EXCEPTION_BYTES),
         count,
@@ -255,10 +279,13 @@ def clip(text: str, limit: int) -> str:
 # -- stored form ---------------------------------------------------------------------------
 
 
+_pack: Final = msgpack.Packer(use_bin_type=True).pack  # one Packer, not one per record
+
+
 def pack_compact(record: Record) -> bytes:
     """The stored form of ``record`` (see the module's docstring); at most 300 bytes."""
     t0 = record.t0
-    return msgpack.packb(  # type: ignore[no-any-return]
+    packed: bytes = _pack(
         [
             bytes.fromhex(record.sid),
             None if record.par is None else bytes.fromhex(record.par),
@@ -274,9 +301,9 @@ def pack_compact(record: Record) -> bytes:
             record.proc,
             record.host,
             record.pid,
-        ],
-        use_bin_type=True,
+        ]
     )
+    return packed
 
 
 def unpack_compact(tid: str, data: bytes) -> Record | None:

@@ -136,6 +136,7 @@ class ClientPump(Pump, Generic[P]):
         # Trace records: the spans of calls begun while tracing was on (empty when off).
         self._spans: dict[MessageId, _tracing.ClientSpan] = {}
         self._endpoints: list[str] = []
+        self._endpoint_names = ""  # the endpoints, as trace records name an unnamed remote
         # The remote service's name, for trace records (describe() sets it; the gateway
         # may too); until then records name the endpoint.
         self.remote_name: str | None = None
@@ -158,11 +159,13 @@ class ClientPump(Pump, Generic[P]):
     def _connect(self, endpoint: str | Iterable[str]) -> list[str]:
         linked = connect_socket(self._sock, endpoint)
         self._endpoints += linked
+        self._endpoint_names = ",".join(self._endpoints)
         return linked
 
     def _bind(self, endpoint: str | Iterable[str]) -> list[str]:
         linked = bind_socket(self._sock, endpoint)
         self._endpoints += linked
+        self._endpoint_names = ",".join(self._endpoints)
         return linked
 
     def _fail_all(self, message: str) -> list[P]:
@@ -192,7 +195,7 @@ class ClientPump(Pump, Generic[P]):
         span = None
         if _tracing.ON and _tracing.traces(method):
             header, span = _tracing.client_begin(
-                header, method, self.remote_name or ",".join(self._endpoints)
+                header, method, self.remote_name or self._endpoint_names
             )
         cid = self._client.start_call(method, args, now=now, timeout=limit, header=header)
         if span is not None:

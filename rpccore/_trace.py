@@ -14,8 +14,7 @@ import random
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
@@ -36,8 +35,10 @@ def _hex(nbytes: int) -> str:
     return f"{value:0{nbytes * 2}x}"
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
+class TraceContext(NamedTuple):
+    """One span's place in a trace. A named tuple rather than a frozen dataclass: one is
+    made per call on each side, and a tuple is made in half the time."""
+
     trace_id: str
     span_id: str
     parent_span_id: str | None = None
@@ -79,10 +80,12 @@ class TraceContext:
         return f"00-{self.trace_id}-{self.span_id}-01"
 
     def to_header(self) -> dict[str, str]:
+        """The header keys of a call in this span. No ``traceparent``: ``trace_id`` and
+        ``span_id`` say the same, and it would only cost every call its bytes (a header
+        that carries only a ``traceparent`` is still read, by ``from_header``)."""
         header = {"trace_id": self.trace_id, "span_id": self.span_id}
         if self.parent_span_id is not None:
             header["parent_span_id"] = self.parent_span_id
-        header["traceparent"] = self.traceparent
         return header
 
 

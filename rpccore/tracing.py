@@ -16,6 +16,7 @@ by themselves.
 
 from ._tracing import (
     ABANDONED,
+    BATCH_VERSION,
     ENV_COLLECTOR,
     ENV_PROCESS_NAME,
     ERROR,
@@ -23,6 +24,7 @@ from ._tracing import (
     LOST,
     MAX_RECORD_BYTES,
     OK,
+    ROW_FIELDS,
     STREAM,
     TIMEOUT,
     CollectorHandler,
@@ -38,6 +40,7 @@ from ._tracing import (
 
 __all__ = [
     "ABANDONED",
+    "BATCH_VERSION",
     "ENV_COLLECTOR",
     "ENV_PROCESS_NAME",
     "ERROR",
@@ -45,6 +48,7 @@ __all__ = [
     "LOST",
     "MAX_RECORD_BYTES",
     "OK",
+    "ROW_FIELDS",
     "STREAM",
     "TIMEOUT",
     "CollectorHandler",

@@ -15,6 +15,7 @@ import zmq.asyncio
 from aio_support import collect, connected, eventually, run_async, serving
 
 import rpccore
+from gateway.trace_records import decode_message
 from rpccore import RemoteError, TimeoutExpired, current_trace, tracing
 from rpccore import _tracing as tracing_impl
 from rpccore.aio import Client
@@ -181,10 +182,10 @@ async def test_the_environment_turns_tracing_on(monkeypatch: pytest.MonkeyPatch)
         async with serving(Backend()) as (_, endpoint), connected(endpoint) as client:
             assert tracing.is_enabled()
             await client.whoami()
-            got: list[dict[str, Any]] = []
+            got: list[Any] = []  # as the collector reads them
             while len(got) < 2:
-                got += msgpack.unpackb(await asyncio.wait_for(pull.recv(), 5))
-        assert {r["side"] for r in got} == {"client", "server"}
+                got += decode_message(await asyncio.wait_for(pull.recv(), 5))[0]
+        assert {r.side for r in got} == {"client", "server"}
     finally:
         tracing.disable()
         pull.close()

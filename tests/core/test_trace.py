@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import re
 from typing import Any
 
@@ -128,16 +127,11 @@ def test_new_root() -> None:
     [
         (
             TraceContext(TRACE, SPAN),
-            {"trace_id": TRACE, "span_id": SPAN, "traceparent": f"00-{TRACE}-{SPAN}-01"},
+            {"trace_id": TRACE, "span_id": SPAN},
         ),
         (
             TraceContext(TRACE, SPAN, PARENT),
-            {
-                "trace_id": TRACE,
-                "span_id": SPAN,
-                "parent_span_id": PARENT,
-                "traceparent": f"00-{TRACE}-{SPAN}-01",
-            },
+            {"trace_id": TRACE, "span_id": SPAN, "parent_span_id": PARENT},
         ),
     ],
 )
@@ -160,7 +154,7 @@ def test_outgoing_header_is_a_child_of_the_current_span() -> None:
     assert during["trace_id"] == TRACE
     assert during["parent_span_id"] == SPAN
     assert during["span_id"] != SPAN
-    assert during["traceparent"] == f"00-{TRACE}-{during['span_id']}-01"
+    assert "traceparent" not in during  # trace_id and span_id say it all
     assert current_trace.get() is None  # the context of the test was not touched
 
 
@@ -168,7 +162,7 @@ def test_trace_contexts_are_immutable_values() -> None:
     ctx = TraceContext(TRACE, SPAN)
     assert ctx == TraceContext(TRACE, SPAN)
     assert hash(ctx) == hash(TraceContext(TRACE, SPAN))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         ctx.span_id = PARENT  # type: ignore[misc]
 
 

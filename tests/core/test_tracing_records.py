@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import threading
 import time
@@ -144,7 +145,9 @@ def test_a_record_packs_to_300_bytes_at_most(
     span.n = n
     span.end(tracing.ERROR if exc is not None else tracing.ABANDONED, exc)
     span.t1 = span.t2
-    record = tracing_impl._record("client", span.tid, span.sid, span.par, span)
+    record = tracing_impl._as_record(
+        tracing_impl._row("client", span.tid, span.sid, span.par, span)
+    )
     assert len(msgpack.packb(record)) <= tracing.MAX_RECORD_BYTES
     assert record["svc"] == svc or len(svc.encode("utf-8", "backslashreplace")) > 20
 
@@ -152,7 +155,7 @@ def test_a_record_packs_to_300_bytes_at_most(
 def test_short_names_are_kept_whole() -> None:
     span = tracing_impl.ClientSpan(TRACE, SPAN, None, "tcp://127.0.0.1:4242", "get_user")
     span.end(tracing.ERROR, "ZeroDivisionError")
-    record = tracing_impl._record("client", TRACE, SPAN, None, span)
+    record = tracing_impl._as_record(tracing_impl._row("client", TRACE, SPAN, None, span))
     assert (record["svc"], record["m"], record["exc"]) == (
         "tcp://127.0.0.1:4242",
         "get_user",
@@ -190,6 +193,18 @@ def pull_socket() -> tuple[zmq.Context[Any], Any, str]:
     return context, sock, f"tcp://127.0.0.1:{port}"
 
 
+def unpack_batch(message: bytes) -> list[dict[str, Any]]:
+    """A batch as the collector reads it: rows under one sender header, made records."""
+    version, proc, host, pid, rows = msgpack.unpackb(message)
+    assert version == tracing_impl.BATCH_VERSION
+    assert len(rows) <= tracing_impl.BATCH_SIZE
+    return [
+        {"v": 1, **dict(zip(tracing_impl.ROW_FIELDS, row, strict=True)), "proc": proc,
+         "host": host, "pid": pid}
+        for row in rows
+    ]  # fmt: skip
+
+
 def test_records_reach_the_collector_in_batches(records: Records) -> None:
     context, pull, endpoint = pull_socket()
     try:
@@ -200,14 +215,39 @@ def test_records_reach_the_collector_in_batches(records: Records) -> None:
         got: list[dict[str, Any]] = []
         pull.setsockopt(zmq.RCVTIMEO, 5000)
         while len(got) < 300:
-            batch = msgpack.unpackb(pull.recv())
-            assert isinstance(batch, list)
-            assert len(batch) <= tracing_impl.BATCH_SIZE
-            got += batch
+            got += unpack_batch(pull.recv())
         assert set(got[0]) == KEYS
+        assert got[0] == records.records[0]  # what the logging handler saw, the same
         assert handler.sent == 300
         assert handler.dropped == 0
         assert "sent=300" in repr(handler)
+    finally:
+        tracing.disable()
+        pull.close()
+        context.term()
+
+
+def test_with_only_the_collector_listening_rows_go_straight_and_say_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context, pull, endpoint = pull_socket()
+    try:
+        handler = tracing.enable(endpoint, process_name="rows-only")
+        assert handler is not None
+        # The collector alone (other tests' capture handlers aside): the fast path.
+        monkeypatch.setattr(logging.getLogger(tracing.LOGGER_NAME), "handlers", [handler])
+        server_record()
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        [record] = unpack_batch(pull.recv())
+        assert set(record) == KEYS
+        assert (record["tid"], record["sid"], record["par"]) == (TRACE, SPAN, PARENT)
+        assert (record["side"], record["svc"], record["m"], record["out"]) == (
+            "server",
+            "calc",
+            "add",
+            "ok",
+        )
+        assert (record["proc"], record["pid"]) == ("rows-only", os.getpid())
     finally:
         tracing.disable()
         pull.close()
@@ -252,7 +292,7 @@ def test_closing_sends_what_is_left() -> None:
         logger.removeHandler(handler)
         handler.close()  # the thread sleeps for a minute: close must not wait for it
         pull.setsockopt(zmq.RCVTIMEO, 5000)
-        assert len(msgpack.unpackb(pull.recv())) == 3
+        assert len(unpack_batch(pull.recv())) == 3
         handler.close()  # twice is harmless
     finally:
         tracing.disable()

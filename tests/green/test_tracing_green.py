@@ -151,8 +151,9 @@ def test_zerogate_rpc_collector_ships_the_calls_records(tmp_path: Any) -> None:
     import subprocess
     import sys
 
-    import msgpack
     import zmq.green
+
+    from gateway.trace_records import decode_message
 
     context = zmq.green.Context.instance()
     pull = context.socket(zmq.PULL)
@@ -165,13 +166,13 @@ def test_zerogate_rpc_collector_ships_the_calls_records(tmp_path: Any) -> None:
             proc = gevent.subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = proc.communicate(timeout=20)
             assert proc.returncode == 0, err
-            got: list[dict[str, Any]] = []
+            got: list[Any] = []  # as the collector reads them
             with gevent.Timeout(5):
-                while not any(r["side"] == "client" for r in got):
-                    got += msgpack.unpackb(pull.recv())
-        [record] = [r for r in got if r["side"] == "client"]
-        assert record["m"] == "whoami"
-        assert record["out"] == "ok"
-        assert record["sid"] in out.decode()  # the server's handler ran in that span
+                while not any(r.side == "client" for r in got):
+                    got += decode_message(pull.recv())[0]
+        [record] = [r for r in got if r.side == "client"]
+        assert record.m == "whoami"
+        assert record.out == "ok"
+        assert record.sid in out.decode()  # the server's handler ran in that span
     finally:
         pull.close()

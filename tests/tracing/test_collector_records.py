@@ -29,6 +29,9 @@ from gateway.trace_records import (
     summarize,
     unpack_compact,
 )
+from rpccore import TraceContext
+from rpccore import _tracing as tracing_impl
+from rpccore.tracing import ROW_FIELDS
 
 
 def test_a_valid_record_parses_to_its_fields() -> None:
@@ -128,6 +131,67 @@ def test_a_message_keeps_its_valid_records_and_counts_the_others() -> None:
     records, refused = decode_message(frame)
     assert [record.sid for record in records] == [SID, "1" * 16]
     assert refused == 3
+
+
+def row_batch(
+    rows: list[Any], header: tuple[Any, ...] = (2, "calc-server", "app-1", 4242)
+) -> bytes:
+    """A version-2 batch, as rpccore's CollectorHandler sends it."""
+    return msgpack.packb([*header, rows], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def as_row(record: dict[str, Any]) -> list[Any]:
+    return [record[field] for field in ROW_FIELDS]
+
+
+def test_a_batch_of_rows_gives_the_same_records_as_maps() -> None:
+    maps = [wire_record(), wire_record(sid="1" * 16, out="error", exc="E: x")]
+    from_rows, refused = decode_message(row_batch([as_row(record) for record in maps]))
+    assert refused == 0
+    assert from_rows == decode_message(pack(maps))[0]
+
+
+def test_a_batch_of_rows_keeps_its_valid_rows_and_counts_the_others() -> None:
+    good = as_row(wire_record())
+    frame = row_batch([good, good[:-1], "row", [*good[:3], "sideways", *good[4:]], good])
+    records, refused = decode_message(frame)
+    assert len(records) == 2
+    assert refused == 3
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(3, "p", "h", 1), (2, "p", "h", -1), (2, 7, "h", 1), (2, "p", None, 1)],
+)
+def test_a_bad_sender_header_refuses_its_rows(header: tuple[Any, ...]) -> None:
+    records, refused = decode_message(row_batch([as_row(wire_record())] * 3, header))
+    assert (records, refused) == ([], 3)
+
+
+def test_a_real_sender_batch_decodes() -> None:
+    """What rpccore's tracing queues for the collector, packed as it sends it."""
+    sent: list[bytes] = []
+    handler = tracing_impl.CollectorHandler("tcp://127.0.0.1:9")
+    sock, handler._sock = handler._sock, _Capture(sent)
+    try:
+        span = tracing_impl.server_begin(TraceContext(TID, SID, None), "calc", "add")
+        span.end(tracing_impl.OK)
+        span.t1 = span.t2 = span.t0 + 0.001  # as emit() would
+        handler.put(tracing_impl._row("server", TID, SID, None, span))
+        handler._send_queued()
+    finally:
+        handler._sock = sock
+        handler.close()
+    [record] = decode_message(sent[0])[0]
+    assert (record.tid, record.sid, record.svc, record.m) == (TID, SID, "calc", "add")
+
+
+class _Capture:
+    def __init__(self, sent: list[bytes]) -> None:
+        self.sent = sent
+
+    def send(self, data: bytes, flags: int = 0) -> None:
+        self.sent.append(data)
 
 
 @pytest.mark.parametrize(
