@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import msgpack
+
 from .config import DEFAULT_MAX_TRACES, DEFAULT_TRACE_TTL, MemoryStore, RedisStore, TracingConfig
 from .trace_records import (
     BUCKETS,
@@ -340,7 +342,7 @@ class RedisTraceStore:
         )
         self._redis: Redis = Redis.from_pool(pool)
         self._errors = (RedisError, OSError)
-        self._append = self._redis.register_script(_APPEND)
+        self._store = self._redis.register_script(_STORE)
         # The (side, service, method) triples this collector counts: bounded here, since
         # asking Redis how many there are would cost a round trip per batch.
         self._stat_keys: set[StatsKey] = set()
@@ -394,46 +396,41 @@ class RedisTraceStore:
                     stat_keys.add(key)
                 tally = tallies[key] = Tally()
             tally.add(record)
-        # One script call appends every trace's records and sets their TTL: one reply to
-        # parse for the whole batch, where RPUSH and EXPIRE per trace would cost two each.
+        # One script call stores the whole batch (records, recent list, statistics): the
+        # records and counters travel packed in two arguments, and the reply lists only the
+        # traces that grew too long, so redis-py encodes and parses next to nothing.
         tids = list(by_trace)
-        args: list[Any] = [self.ttl]
-        for packed in by_trace.values():
-            args.append(len(packed))
-            args += packed
-        pipe = self._redis.pipeline(transaction=False)
-        await self._append(keys=[self.trace_key(tid) for tid in tids], args=args, client=pipe)
-        recent = self.recent_key
-        pipe.zadd(recent, starts, lt=True)
-        pipe.zremrangebyrank(recent, 0, -self.max_traces - 1)
-        pipe.zremrangebyscore(recent, "-inf", now - self.ttl)
-        pipe.expire(recent, self.ttl)
-        if tallies:
-            counts = _fields(tallies)
-            window = self.window_key(int(now // WINDOW))
-            for name in (self.stats_key, window):
-                for counter, increment in counts.items():
-                    pipe.hincrby(name, counter, increment)
-            pipe.expire(self.stats_key, self.ttl)
-            pipe.expire(window, WINDOW * (WINDOWS + 1))
+        traces = [[tid, repr(starts[tid]), by_trace[tid]] for tid in tids]
+        counts = [item for pair in _fields(tallies).items() for item in pair]
+        window = self.window_key(int(now // WINDOW))
+        keys = [self.recent_key, self.stats_key, window, *map(self.trace_key, tids)]
+        args = [
+            self.ttl,
+            self.max_spans,
+            self.max_traces,
+            repr(now - self.ttl),
+            WINDOW * (WINDOWS + 1),
+            _pack(traces),
+            _pack(counts),
+        ]
         try:
-            replies = await _execute(pipe)
-            return len(records) - await self._trim(tids, replies[0])
+            over = await self._store(keys=keys, args=args)
+            return len(records) - await self._trim(tids, over)
         except self._errors as exc:
             raise StoreUnavailable(f"Redis at {self._url}: {exc}") from exc
 
-    async def _trim(self, tids: list[str], lengths: list[int]) -> int:
-        """Cut the traces that grew past ``max_spans`` back to their first records; return
-        how many records that dropped. Rare, so it costs nothing when nothing grew."""
-        pairs = zip(tids, lengths, strict=True)
-        over = [(tid, length) for tid, length in pairs if length > self.max_spans]
+    async def _trim(self, tids: list[str], over: list[int]) -> int:
+        """Cut the traces that grew past ``max_spans`` (``over``: their 1-based positions in
+        ``tids`` and new lengths, in turn) back to their first records; return how many records
+        that dropped. Rare, so it costs nothing when nothing grew."""
         if not over:
             return 0
+        grown = [(tids[over[i] - 1], over[i + 1]) for i in range(0, len(over), 2)]
         pipe = self._redis.pipeline(transaction=False)
-        for tid, _ in over:
+        for tid, _ in grown:
             pipe.ltrim(self.trace_key(tid), 0, self.max_spans - 1)
         await _execute(pipe)
-        dropped = sum(length - self.max_spans for _, length in over)
+        dropped = sum(length - self.max_spans for _, length in grown)
         self.dropped_spans += dropped
         return dropped
 
@@ -509,27 +506,48 @@ class RedisTraceStore:
 
 
 _SIDES: Final = {side.value: side for side in Side}
+# For the script's cmsgpack, which predates msgpack's bin and str8 types: bytes go as raw
+# strings, as Lua wants them anyway.
+_pack: Final = msgpack.Packer(use_bin_type=False).pack
 
-# KEYS: the traces' lists; ARGV: ttl, then per key a count and that many records. Returns each
-# list's new length. Pushed in slices, since Lua's unpack() has a stack limit of ~8000.
-_APPEND: Final = """
-local ttl = ARGV[1]
-local at = 2
-local lengths = {}
-for i, key in ipairs(KEYS) do
-  local count = tonumber(ARGV[at])
-  local first, last = at + 1, at + count
-  local length = 0
-  while first <= last do
-    local upto = math.min(first + 999, last)
-    length = redis.call('RPUSH', key, unpack(ARGV, first, upto))
-    first = upto + 1
+# One batch. KEYS: the recent list, the stats hash, this window's stats hash, then each
+# trace's list. ARGV: ttl, max_spans, max_traces, the oldest start kept, the window's ttl,
+# then msgpack of [[trace id, start, [record, ...]], ...] (in the order of the trace keys)
+# and of [field, increment, field, increment, ...]. Returns, for each trace past max_spans,
+# its position and new length. Commands take slices of 1000 values: Lua's unpack() has a
+# stack limit of ~8000.
+_STORE: Final = """
+local ttl, limit, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local over, scores = {}, {}
+for i, trace in ipairs(cmsgpack.unpack(ARGV[6])) do
+  local key, records, length = KEYS[i + 3], trace[3], 0
+  for first = 1, #records, 1000 do
+    length = redis.call('RPUSH', key, unpack(records, first, math.min(first + 999, #records)))
   end
   redis.call('EXPIRE', key, ttl)
-  lengths[i] = length
-  at = last + 1
+  if length > limit then
+    over[#over + 1] = i
+    over[#over + 1] = length
+  end
+  scores[#scores + 1] = trace[2]
+  scores[#scores + 1] = trace[1]
 end
-return lengths
+for first = 1, #scores, 1000 do
+  redis.call('ZADD', KEYS[1], 'LT', unpack(scores, first, math.min(first + 999, #scores)))
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ttl)
+local counts = cmsgpack.unpack(ARGV[7])
+if #counts > 0 then
+  for j = 1, #counts, 2 do
+    redis.call('HINCRBY', KEYS[2], counts[j], counts[j + 1])
+    redis.call('HINCRBY', KEYS[3], counts[j], counts[j + 1])
+  end
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return over
 """
 
 
