@@ -16,13 +16,15 @@ Every answer to a token-bearing request carries ``RateLimit-Limit``, ``-Remainin
 ``-Reset``. A request that passes gets its ``TokenInfo`` in ``RequestInfo.token``: scopes
 are checked later, against the RPC target the request resolves to (``authorize``), never
 against the raw path; and the token's id and name ride in every RPC header it causes
-(``rpccore.call_metadata``), the credential never does. One warning line per refused
-request names the reason, the token's display prefix, the address and the trace id.
+(``RequestInfo.metadata``, given to each call), the credential never does. One warning line
+per refused request names the reason, the token's display prefix, the address and the trace
+id.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,9 +34,8 @@ from gateway.http_io import raw_route_path
 from gateway.observe import RequestInfo, request_info
 from gateway.problems import PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAUTHENTICATED, Problem
 from gateway.responses import problem_response
-from rpccore import call_metadata
 
-from .ratelimit import MemoryRateLimiter, RateLimiter, address_key, token_key
+from .ratelimit import Decision, MemoryRateLimiter, RateLimiter, address_key, token_key
 from .store import StoreError
 from .tokens import display_prefix
 from .verify import TokenInfo, TokenRejected, TokenVerifier
@@ -149,37 +150,59 @@ class AuthGate:
     def is_public(self, path: str) -> bool:
         return path in self.exact or path.startswith(self.prefixes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine of its own: the usual request is decided without awaiting anything
+        # (a token verified moments ago, a memory bucket), and goes on as the inner app's
+        # awaitable; anything else takes the whole way (``_admit_and_call``).
         if scope["type"] != "http" or self.is_public(raw_route_path(scope)):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         info = request_info(scope)
+        token = self._verified_now(scope)
+        memory = self._memory
+        if token is None or memory is None:
+            return self._admit_and_call(scope, receive, send, info, token)
+        metadata, bucket = self._caller(token)
+        info.token, info.metadata = token, metadata
+        decision = memory.hit_now(bucket, rate=token.rate, burst=token.burst)
+        info.response_headers += decision.headers()
+        if not decision.allowed:
+            return problem_response(self._over_limit(scope, info, token, decision), info)(
+                scope, receive, send
+            )
+        return self.app(scope, receive, send)
+
+    async def _admit_and_call(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        info: RequestInfo,
+        token: TokenInfo | None,
+    ) -> None:
         try:
-            token = self._verified_now(scope) or await self._verify(scope, info)
-            info.token = token
+            if token is None:
+                token = await self._verify(scope, info)
             metadata, bucket = self._caller(token)
-            memory = self._memory
-            if memory is not None:  # no coroutine for a memory bucket
-                decision = memory.hit_now(bucket, rate=token.rate, burst=token.burst)
-            else:
-                decision = await self.limiter.hit(bucket, rate=token.rate, burst=token.burst)
-            info.response_headers.extend(decision.headers())
+            info.token, info.metadata = token, metadata
+            decision = await self.limiter.hit(bucket, rate=token.rate, burst=token.burst)
+            info.response_headers += decision.headers()
             if not decision.allowed:
-                self._refused(scope, info, "rate limited", _presented(scope))
-                raise Problem(
-                    429,
-                    f"the token {token.name!r} is over its rate limit of {decision.limit} calls "
-                    f"in a burst; retry after {decision.retry_after_seconds} s",
-                    code=RESOURCE_EXHAUSTED,
-                )
+                raise self._over_limit(scope, info, token, decision)
         except Problem as problem:
             await problem_response(problem, info)(scope, receive, send)
             return
-        reset = call_metadata.set(metadata)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            call_metadata.reset(reset)
+        await self.app(scope, receive, send)
+
+    def _over_limit(
+        self, scope: Scope, info: RequestInfo, token: TokenInfo, decision: Decision
+    ) -> Problem:
+        self._refused(scope, info, "rate limited", _presented(scope))
+        return Problem(
+            429,
+            f"the token {token.name!r} is over its rate limit of {decision.limit} calls "
+            f"in a burst; retry after {decision.retry_after_seconds} s",
+            code=RESOURCE_EXHAUSTED,
+        )
 
     def _verified_now(self, scope: Scope) -> TokenInfo | None:
         """The usual request, decided from caches without a coroutine: one credential header,

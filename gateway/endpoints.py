@@ -96,7 +96,8 @@ class RpcEndpoints:
         entry = self.registry.services[target.service]
         try:
             return await self.watch.until_disconnect(
-                entry.pool.call(target.name, args, timeout=timeout), receive
+                entry.pool.call(target.name, args, timeout=timeout, metadata=info.metadata),
+                receive,
             )
         except RPCError as exc:
             raise self._failed(exc, target, info) from None

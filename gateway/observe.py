@@ -47,6 +47,7 @@ class RequestInfo:
     code: str | None = None  # the problem code of an error answer (or of a failed stream)
     body_bytes: int = 0
     token: TokenInfo | None = None  # the caller's API token, when auth is on
+    metadata: dict[str, str] | None = None  # RPC header keys naming the token (auth.gate)
     route_path: str | None = None  # http_io.raw_route_path, once worked out
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # e.g. RateLimit-*
 

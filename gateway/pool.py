@@ -24,7 +24,7 @@ so it stays down, and its ``last_error`` says why the handshake failed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -222,20 +222,26 @@ class ServicePool:
     # -- calls --------------------------------------------------------------------------
 
     async def call(
-        self, method: str, args: Sequence[Any] = (), *, timeout: float | None = None
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
         """Call ``method`` on the up endpoint with the fewest calls in flight.
 
         Returns the value, or a ``PooledStream`` for a stream reply. ``timeout`` may only lower
-        the service's. Raises ``NoBackendAvailable`` (nothing sent) or whatever the call
-        raised (``RemoteError``, ``TimeoutExpired``, ``LostRemote``...): never retried.
+        the service's; ``metadata`` goes in the call's header (the caller's API token). Raises
+        ``NoBackendAvailable`` (nothing sent) or whatever the call raised (``RemoteError``,
+        ``TimeoutExpired``, ``LostRemote``...): never retried.
         """
         backend = self._pick()
         limit = effective_timeout(self.service.timeout, timeout)
         state = backend.state
         state.in_flight += 1
         try:
-            result = await backend.client.call(method, *args, timeout=limit)
+            result = await backend.client.call(method, *args, timeout=limit, metadata=metadata)
         except BaseException as exc:
             state.in_flight -= 1
             self._failed(backend, exc)

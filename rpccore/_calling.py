@@ -8,7 +8,7 @@ blocking or async ``call``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from time import monotonic
 from typing import Any, Final, Generic, TypeVar
 
@@ -184,9 +184,15 @@ class ClientPump(Pump, Generic[P]):
         return list(calls.values())
 
     def _begin(
-        self, method: str, args: Sequence[Any], timeout: float | UseDefault | None, pending: P
+        self,
+        method: str,
+        args: Sequence[Any],
+        timeout: float | UseDefault | None,
+        pending: P,
+        metadata: Mapping[str, Any] | None = None,
     ) -> MessageId:
-        """Send a request; the reply will be delivered to ``pending``."""
+        """Send a request; the reply will be delivered to ``pending``. ``metadata``: header
+        keys for this call alone, after the context's (``call_metadata``)."""
         if self._closed:
             raise RPCError("the client is closed")
         limit = self.timeout if isinstance(timeout, UseDefault) else timeout
@@ -197,7 +203,9 @@ class ClientPump(Pump, Generic[P]):
             header, span = _tracing.client_begin(
                 header, method, self.remote_name or self._endpoint_names
             )
-        cid = self._client.start_call(method, args, now=now, timeout=limit, header=header)
+        cid = self._client.start_call(
+            method, args, now=now, timeout=limit, header=header, metadata=metadata
+        )
         if span is not None:
             self._spans[cid] = span
         self._calls[cid] = pending

@@ -136,14 +136,19 @@ class ClientConnection:
         now: float,
         timeout: float | None = DEFAULT_TIMEOUT,
         header: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> MessageId:
-        """Queue a request; return its channel id. Raises LocalProtocolError if the
-        arguments cannot be encoded (nothing is queued then)."""
+        """Queue a request; return its channel id. ``header`` (trace keys) and then
+        ``metadata`` add keys to the event's header, never replacing one already there.
+        Raises LocalProtocolError if the arguments cannot be encoded (nothing is queued)."""
         cid = new_message_id()
         head: dict[str, Any] = {"message_id": cid, "v": PROTOCOL_VERSION}
         if header:
             for key, value in header.items():
                 head.setdefault(key, value)  # a caller's keys never replace the protocol's
+        if metadata:
+            for key, value in metadata.items():
+                head.setdefault(key, value)
         payload = self._encoder.encode(head, method, list(args))
         hb = None
         if self.heartbeat is not None:

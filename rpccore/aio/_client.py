@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import zmq
@@ -158,12 +158,18 @@ class Client(ClientPump[_Pending]):
     # -- calls ---------------------------------------------------------------------
 
     async def call(
-        self, method: str, *args: Any, timeout: float | UseDefault | None = DEFAULT
+        self,
+        method: str,
+        *args: Any,
+        timeout: float | UseDefault | None = DEFAULT,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
+        """``metadata``: extra header keys for this call, as ``rpccore.call_metadata`` gives
+        them to every call of a context (the protocol's and the trace's keys always win)."""
         if not self._started:
             self._start_pump(LoopHost(asyncio.get_running_loop()))
         pending = _Pending()
-        cid = self._begin(method, args, timeout, pending)
+        cid = self._begin(method, args, timeout, pending, metadata)
         try:
             await pending.wait()
         except BaseException:

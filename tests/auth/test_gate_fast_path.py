@@ -13,8 +13,8 @@ from auth.ratelimit import MemoryRateLimiter
 from auth.store import issue_token
 from auth.verify import TokenVerifier
 from gateway.config import parse_config
-from gateway.observe import SCOPE_KEY, RequestInfo
-from rpccore import TraceContext, call_metadata
+from gateway.observe import SCOPE_KEY, RequestInfo, request_info
+from rpccore import TraceContext
 
 CONFIG = parse_config(
     "services:\n  calc:\n    endpoints: [tcp://127.0.0.1:1]\n"
@@ -32,7 +32,7 @@ class Setup:
         self.passed: list[dict[str, str] | None] = []
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
-            self.passed.append(call_metadata.get())
+            self.passed.append(request_info(scope).metadata)  # what every RPC call carries
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"{}"})
 

@@ -574,3 +574,20 @@ def test_repr_tells_the_state() -> None:
     assert repr(client) == "<ClientConnection open=1 heartbeat=5.0 window=8 queued=1>"
     server = ServerConnection(heartbeat=None)
     assert repr(server) == "<ServerConnection open=0 heartbeat=None queued=0>"
+
+
+def test_per_call_metadata_joins_the_header_after_the_trace_and_replaces_nothing() -> None:
+    client = ClientConnection()
+    cid = client.start_call(
+        "add",
+        [1, 2],
+        now=0.0,
+        header={"trace_id": "a" * 32, "span_id": "b" * 16},
+        metadata={"zerogate_token_id": "tok_1", "trace_id": "f" * 32, "message_id": b"x"},
+    )
+    [[_, payload]] = client.data_to_send()
+    header, name, args = msgpack.unpackb(payload, raw=False)
+    assert (name, args) == ("add", [1, 2])
+    assert header["message_id"] == cid
+    assert header["trace_id"] == "a" * 32
+    assert header["zerogate_token_id"] == "tok_1"
