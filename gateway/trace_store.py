@@ -400,7 +400,7 @@ class RedisTraceStore:
         # records and counters travel packed in two arguments, and the reply lists only the
         # traces that grew too long, so redis-py encodes and parses next to nothing.
         tids = list(by_trace)
-        traces = [[tid, repr(starts[tid]), by_trace[tid]] for tid in tids]
+        traces = [[tid, starts[tid], by_trace[tid]] for tid in tids]  # floats reach ZADD whole
         counts = [item for pair in _fields(tallies).items() for item in pair]
         window = self.window_key(int(now // WINDOW))
         keys = [self.recent_key, self.stats_key, window, *map(self.trace_key, tids)]
