@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from loopback import free_port
 
 START_TIMEOUT: Final = 10.0
 
@@ -32,13 +33,6 @@ def redis_server_binary() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pong(port: int) -> bool:

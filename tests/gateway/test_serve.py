@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from loopback import free_port
 
 STARTUP = 30.0  # seconds a process has to get going, on a loaded two-core machine
 STOP = 15.0  # seconds a process has to exit once asked
@@ -220,13 +221,6 @@ def wait_healthy(base: str, server: Running) -> None:
             return False
 
     server.wait_for(healthy, "a 200 from /healthz")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- refusing to start ---------------------------------------------------------------------

@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.socket
 import pytest
+from loopback import free_port
 
 from rpccore import LostRemote, TimeoutExpired
 from rpccore.green import Client
@@ -78,13 +78,6 @@ def require_tool(name: str) -> str:
 def bounded() -> Iterator[None]:
     with gevent.Timeout(TEST_BOUND):
         yield
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_server(children: GreenChildProcesses, name: str) -> tuple[Any, str]:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from typing import Any
 import gevent
 import gevent.subprocess
 import pytest
+from loopback import free_port
 
 from gateway import rpc_format
 
@@ -59,13 +59,6 @@ def rpc(*argv: str, timeout: float = CALL_TIMEOUT, cwd: Path | None = None) -> R
         stdin=subprocess.DEVNULL,
     )
     return Run(done.returncode, done.stdout, done.stderr, monotonic() - start)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Children:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.subprocess
 import pytest
+from loopback import free_port
 
 from gateway import rpc_command
 from rpccore.green import Publisher, Puller, Pusher, Subscriber
@@ -60,13 +60,6 @@ def rpc(*argv: str, timeout: float = RUN_TIMEOUT) -> Run:
         stdin=subprocess.DEVNULL,
     )
     return Run(done.returncode, done.stdout, done.stderr, monotonic() - start)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def eventually(predicate: Callable[[], bool], what: str, within: float = WITHIN) -> None:

@@ -15,14 +15,13 @@ import dataclasses
 import difflib
 import enum
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NotRequired, Optional, TypedDict
 
+from loopback import free_port, wait_for_port
 from openapi_spec_validator import validate
 
 from gateway.config import Config, parse_config
@@ -232,24 +231,6 @@ def check_golden(name: str, document: Mapping[str, Any], *, update: bool | None 
 
 
 # -- child processes ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 class Children:

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -117,17 +117,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def serving(installed: Path, tmp_path: Path) -> Iterator[int]:
     """``zerogate serve`` of the installed copy, run from an empty folder (as in the image)."""
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "zerogate.yaml"
     config.write_text("services:\n  calc:\n    endpoints: [tcp://127.0.0.1:1]\n    timeout: 1\n")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any, Final, ParamSpec
 
 import msgpack
 import zmq
+from loopback import free_port
 
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 START_TIMEOUT: Final = 20.0
@@ -89,13 +89,6 @@ def run_async(
         return wrapper
 
     return decorate if func is None else decorate(func)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def free_endpoints() -> tuple[str, str]:

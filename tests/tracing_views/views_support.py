@@ -4,7 +4,6 @@ uvicorn on a loopback port."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import uvicorn
+from loopback import free_port
 from starlette.applications import Starlette
 
 from gateway.access_log import NoAccessLog
@@ -141,13 +141,6 @@ def views_app(source: TraceSource, *, closing: Any = None, refresh: int = 5) -> 
 
     app = Starlette(routes=trace_routes(source, refresh=refresh), lifespan=lifespan)
     return Observed(app, Metrics(), NoAccessLog())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Served:
