@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,14 @@ def die_with_parent(parent: int) -> None:
 
 
 # -- in the parent --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class ChildError(Exception):

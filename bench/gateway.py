@@ -106,6 +106,7 @@ from _common import (
     emit,
     fmt,
     fmt_ratio,
+    free_port,
     median,
     proc_status,
     reset_peak,
@@ -442,13 +443,6 @@ def spawn(
     if cpu is not None:
         argv += ["--cpu", str(cpu)]
     return Child(role, argv, setup.tmp, {**setup.env, **(env or {})})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_zerogate() -> tuple[Path | None, str]:
