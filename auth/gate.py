@@ -136,16 +136,17 @@ class AuthGate:
         self._memory = limiter if isinstance(limiter, MemoryRateLimiter) else None
         self._callers: dict[str, tuple[dict[str, str], str]] = {}
 
-    def _caller(self, token: TokenInfo) -> tuple[dict[str, str], str]:
-        """The RPC header keys naming ``token`` and its rate-limit bucket (made once per
-        token, not per request)."""
+    def _identified(self, info: RequestInfo, token: TokenInfo) -> str:
+        """Put ``token`` and the RPC header keys naming it in the request's info; return its
+        rate-limit bucket (both made once per token, not per request)."""
         found = self._callers.get(token.id)
         if found is None or found[0][METADATA_NAME] != token.name:
             if len(self._callers) >= _CALLER_CACHE:
                 self._callers.clear()
             metadata = {METADATA_ID: token.id, METADATA_NAME: token.name}
             found = self._callers[token.id] = (metadata, token_key(token.id))
-        return found
+        info.token, info.metadata = token, found[0]
+        return found[1]
 
     def is_public(self, path: str) -> bool:
         return path in self.exact or path.startswith(self.prefixes)
@@ -161,14 +162,12 @@ class AuthGate:
         memory = self._memory
         if token is None or memory is None:
             return self._admit_and_call(scope, receive, send, info, token)
-        metadata, bucket = self._caller(token)
-        info.token, info.metadata = token, metadata
-        decision = memory.hit_now(bucket, rate=token.rate, burst=token.burst)
-        info.response_headers += decision.headers()
-        if not decision.allowed:
-            return problem_response(self._over_limit(scope, info, token, decision), info)(
-                scope, receive, send
-            )
+        bucket = self._identified(info, token)
+        refusal = self._limited(
+            scope, info, memory.hit_now(bucket, rate=token.rate, burst=token.burst)
+        )
+        if refusal is not None:
+            return problem_response(refusal, info)(scope, receive, send)
         return self.app(scope, receive, send)
 
     async def _admit_and_call(
@@ -182,24 +181,27 @@ class AuthGate:
         try:
             if token is None:
                 token = await self._verify(scope, info)
-            metadata, bucket = self._caller(token)
-            info.token, info.metadata = token, metadata
-            decision = await self.limiter.hit(bucket, rate=token.rate, burst=token.burst)
-            info.response_headers += decision.headers()
-            if not decision.allowed:
-                raise self._over_limit(scope, info, token, decision)
+            bucket = self._identified(info, token)
+            refusal = self._limited(
+                scope, info, await self.limiter.hit(bucket, rate=token.rate, burst=token.burst)
+            )
+            if refusal is not None:
+                raise refusal
         except Problem as problem:
             await problem_response(problem, info)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _over_limit(
-        self, scope: Scope, info: RequestInfo, token: TokenInfo, decision: Decision
-    ) -> Problem:
+    def _limited(self, scope: Scope, info: RequestInfo, decision: Decision) -> Problem | None:
+        """Add the RateLimit-* headers of ``decision`` to the answer; the 429 when it refuses."""
+        info.response_headers += decision.headers()
+        if decision.allowed:
+            return None
         self._refused(scope, info, "rate limited", _presented(scope))
+        assert info.token is not None  # _identified came first
         return Problem(
             429,
-            f"the token {token.name!r} is over its rate limit of {decision.limit} calls "
+            f"the token {info.token.name!r} is over its rate limit of {decision.limit} calls "
             f"in a burst; retry after {decision.retry_after_seconds} s",
             code=RESOURCE_EXHAUSTED,
         )
