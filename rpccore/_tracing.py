@@ -44,7 +44,6 @@ import contextvars
 import functools
 import logging
 import os
-import random
 import socket
 import sys
 import threading
@@ -59,7 +58,7 @@ import msgpack
 import zmq
 
 from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
-from ._trace import TraceContext, current_trace
+from ._trace import TraceContext, _hex, current_trace
 
 LOGGER_NAME: Final = "rpccore.trace"
 ENV_COLLECTOR: Final = "ZEROGATE_COLLECTOR"
@@ -278,13 +277,9 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 
 
 def _root_header() -> dict[str, str]:
-    """A new trace's header (keys as ``TraceContext.to_header``). Trace ids need to be
-    unique, not secret: Python's ``random`` (reseeded in a forked child) is ten times cheaper
-    than ``os.urandom`` per call."""
-    return {
-        "trace_id": f"{random.getrandbits(128) or 1:032x}",
-        "span_id": f"{random.getrandbits(64) or 1:016x}",
-    }
+    """A new trace's header (keys as ``TraceContext.to_header``), its ids from the same
+    source as ``TraceContext.new_root``."""
+    return {"trace_id": _hex(16), "span_id": _hex(8)}
 
 
 class ClientSpan:
