@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from aio_support import collect, connected, eventually, run_async, serving
+from trace_capture import Records, recording
 
 import rpccore
 from gateway.trace_records import decode_message
@@ -21,29 +21,10 @@ from rpccore import _tracing as tracing_impl
 from rpccore.aio import Client
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.zerogate_trace)
-
-    def find(self, side: str, method: str) -> dict[str, Any]:
-        [found] = [r for r in self.records if r["side"] == side and r["m"] == method]
-        return found
-
-
 @pytest.fixture
 def records() -> Iterator[Records]:
-    handler = Records()
-    tracing.enable(process_name="aio-test")
-    logging.getLogger(tracing.LOGGER_NAME).addHandler(handler)
-    try:
+    with recording("aio-test") as handler:
         yield handler
-    finally:
-        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
-        tracing.disable()
 
 
 class Backend:

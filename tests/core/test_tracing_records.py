@@ -18,6 +18,7 @@ import pytest
 import zmq
 from hypothesis import given
 from hypothesis import strategies as st
+from trace_capture import Records, recording
 
 import rpccore
 from rpccore import RemoteError, TraceContext, current_trace, tracing
@@ -32,25 +33,10 @@ SPAN = "00f067aa0ba902b7"
 PARENT = "b7ad6b7169203331"
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.zerogate_trace)
-
-
 @pytest.fixture
 def records() -> Iterator[Records]:
-    handler = Records()
-    tracing.enable(process_name="test-proc")
-    logging.getLogger(tracing.LOGGER_NAME).addHandler(handler)
-    try:
+    with recording("test-proc") as handler:
         yield handler
-    finally:
-        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
-        tracing.disable()
 
 
 def server_record() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import gevent
 import gevent.subprocess
 import pytest
+from trace_capture import Records, recording
 
 from rpccore import RemoteError, current_trace, tracing
 from rpccore.green import Client, Server, spawn_traced, stream
@@ -18,30 +18,10 @@ HB = 0.2
 LOOPBACK = "tcp://127.0.0.1:*"
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.zerogate_trace)
-
-    def find(self, side: str, method: str) -> dict[str, Any]:
-        [found] = [r for r in self.records if r["side"] == side and r["m"] == method]
-        return found
-
-
 @pytest.fixture
 def records() -> Iterator[Records]:
-    handler = Records()
-    tracing.enable(process_name="green-test")
-    logging.getLogger(tracing.LOGGER_NAME).addHandler(handler)
-    try:
-        with gevent.Timeout(30):
-            yield handler
-    finally:
-        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
-        tracing.disable()
+    with recording("green-test") as handler, gevent.Timeout(30):
+        yield handler
 
 
 @contextmanager
