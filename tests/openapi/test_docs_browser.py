@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import pytest
+from chromium import headless_chromium
 from docs_support import Children, Gateway, service_config, start_backend
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -40,38 +39,9 @@ if TYPE_CHECKING:
 
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS: Final = REPO / "test-artifacts"
-CHROMIUM_FLAGS: Final = [
-    "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # No name resolves but the loopback address: the network is cut off for the page and
-    # for anything Chromium would do in the background.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
-STEP_MS: Final = 20_000  # every wait of the browser is bounded by this
 TOKEN: Final = "zgw_test_token"
 PREFIX: Final = "/api"
 CDN_HINTS: Final = ("unpkg", "jsdelivr", "cdnjs", "googleapis", "swagger.io", "cloudflare")
-
-
-def required(what: str) -> NoReturn:
-    """A missing tool: a failure under CI (which installs it), else a skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is missing; .ci/run installs it")
-    pytest.skip(f"{what} is missing")
-
-
-def chromium_executable() -> str:
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-    )
-    if found is None:
-        required("Debian's chromium (apt-get install chromium)")
-    return found
 
 
 @pytest.fixture
@@ -85,26 +55,8 @@ def children(tmp_path: Path) -> Iterator[Children]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    executable = chromium_executable()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        required("playwright (the test extra)")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tmp_path / "profile",  # a fresh profile
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            timeout=60_000,
-            viewport={"width": 1280, "height": 900},
-        )
-        context.set_default_timeout(STEP_MS)
-        context.set_default_navigation_timeout(STEP_MS)
-        try:
-            yield context
-        finally:
-            context.close()
+    with headless_chromium(tmp_path / "profile", height=900) as context:
+        yield context
 
 
 class Front:

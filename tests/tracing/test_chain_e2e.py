@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import pytest
+from chromium import headless_chromium
 from redis_support import RedisServer
 from tracing_support import REPO, Children, free_endpoints, free_port
 
@@ -54,15 +55,6 @@ LOAD_CONCURRENCY: Final = 8
 QUERY_METHODS: Final = ("trace", "recent", "stats", "info")  # the collector's
 KILLED_FOR: Final = 5.0  # seconds the load goes on with the collector dead
 LOAD_LIMIT: Final = 30.0  # seconds the load may take at most
-CHROMIUM_FLAGS: Final = [
-    "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves
-]
 
 SERVICES: Final = '''
 """The chain's backends: python services.py a|b|c ENDPOINT [NEXT_ENDPOINT]."""
@@ -364,30 +356,8 @@ def test_a_three_level_chain_is_one_trace_with_the_right_tree(chain: Chain) -> N
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    executable = "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        executable = None
-    if executable is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium or Playwright is missing; CI installs them")
-        pytest.skip("Chromium or Playwright is missing")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tmp_path / "profile",
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            timeout=60_000,
-            viewport={"width": 1280, "height": 800},
-        )
-        context.set_default_timeout(20_000)
-        context.set_default_navigation_timeout(20_000)
-        try:
-            yield context
-        finally:
-            context.close()
+    with headless_chromium(tmp_path / "profile") as context:
+        yield context
 
 
 @pytest.mark.slow

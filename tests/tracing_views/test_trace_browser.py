@@ -15,14 +15,13 @@ Under CI=true a missing Chromium or Playwright fails these tests; elsewhere they
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final
 
 import pytest
+from chromium import headless_chromium
 from views_support import (
     A_RUN,
     B_WORK,
@@ -42,52 +41,13 @@ if TYPE_CHECKING:
 
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS: Final = REPO / "test-artifacts"
-CHROMIUM_FLAGS: Final = [
-    "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves
-]
-STEP_MS: Final = 20_000
 RED: Final = "rgb(220, 38, 38)"
-
-
-def required(what: str) -> NoReturn:
-    """A missing tool: a failure under CI (which installs it), else a skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is missing; CI installs it")
-    pytest.skip(f"{what} is missing")
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    executable = shutil.which("chromium") or (
-        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-    )
-    if executable is None:
-        required("Debian's chromium (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        required("playwright (the test extra)")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tmp_path / "profile",
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            timeout=60_000,
-            viewport={"width": 1280, "height": 800},
-        )
-        context.set_default_timeout(STEP_MS)
-        context.set_default_navigation_timeout(STEP_MS)
-        try:
-            yield context
-        finally:
-            context.close()
+    with headless_chromium(tmp_path / "profile") as context:
+        yield context
 
 
 @pytest.fixture

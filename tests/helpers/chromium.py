@@ -1,0 +1,67 @@
+"""Headless Chromium for the page tests: Debian's ``chromium`` driven by Playwright (the test
+extra), which downloads no browser of its own. Without either, a test skips, except under
+``CI=true`` (``.ci/run`` installs both), where it fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, NoReturn
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
+
+FLAGS: Final = [
+    "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # No name resolves but the loopback address: the network is cut off for the page and
+    # for anything Chromium would do in the background.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+STEP_MS: Final = 20_000  # every wait of the browser is bounded by this
+
+
+def required(what: str) -> NoReturn:
+    """A missing tool: a failure under CI (which installs it), else a skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is missing; .ci/run installs it")
+    pytest.skip(f"{what} is missing")
+
+
+@contextlib.contextmanager
+def headless_chromium(profile: Path, *, height: int = 800) -> Iterator[BrowserContext]:
+    """A fresh Chromium profile in ``profile``, a 1280-wide window; closed on the way out."""
+    executable = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+    )
+    if executable is None:
+        required("Debian's chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        required("playwright (the test extra)")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=FLAGS,
+            timeout=60_000,
+            viewport={"width": 1280, "height": height},
+        )
+        context.set_default_timeout(STEP_MS)
+        context.set_default_navigation_timeout(STEP_MS)
+        try:
+            yield context
+        finally:
+            context.close()
