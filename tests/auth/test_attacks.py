@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 from gate_support import (
     AuthSetup,
-    Children,
     Gateway,
     Issued,
     LedgerBackend,
@@ -69,32 +68,7 @@ class Attack:
     reaches: Sequence[str] = field(default=())  # what the backend may receive: service.method
 
 
-# -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Children]:
-    procs = Children(tmp_path_factory.mktemp("children"))
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
-
-
-@pytest.fixture(scope="module")
-def backend(children: Children, tmp_path_factory: pytest.TempPathFactory) -> LedgerBackend:
-    return LedgerBackend(children, tmp_path_factory.mktemp("backend"))
-
-
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
-def setup(
-    request: pytest.FixtureRequest,
-    backend: LedgerBackend,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AuthSetup:
-    kind: str = request.param
-    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
-    return AuthSetup(kind, tmp_path_factory.mktemp(kind), backend, redis_url)
+# -- fixtures (children, backend and setup: conftest.py) -----------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,6 @@ import pytest
 from gate_support import (
     REPO,
     AuthSetup,
-    Children,
     Gateway,
     Issued,
     LedgerBackend,
@@ -62,33 +61,7 @@ TIMING_TRIES = 300  # of each kind
 TIMING_GAP = 0.25  # the two medians differ by less than this fraction
 
 
-# -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Children]:
-    procs = Children(tmp_path_factory.mktemp("children"))
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
-
-
-@pytest.fixture(scope="module")
-def backend(children: Children, tmp_path_factory: pytest.TempPathFactory) -> LedgerBackend:
-    return LedgerBackend(children, tmp_path_factory.mktemp("backend"))
-
-
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
-def setup(
-    request: pytest.FixtureRequest,
-    backend: LedgerBackend,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AuthSetup:
-    """A secret and a token store of each kind."""
-    kind: str = request.param
-    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
-    return AuthSetup(kind, tmp_path_factory.mktemp(kind), backend, redis_url)
+# -- fixtures (children, backend and setup: conftest.py) -----------------------------------------
 
 
 @pytest.fixture(scope="module")
