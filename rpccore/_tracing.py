@@ -282,10 +282,27 @@ def _root_header() -> dict[str, str]:
     return {"trace_id": _hex(16), "span_id": _hex(8)}
 
 
-class ClientSpan:
+class _Span:
+    """What both sides' spans record: times, outcome, exception name, stream item count."""
+
+    __slots__ = ("exc", "method", "n", "out", "svc", "t0", "t1", "t2")
+
+    t1: float | None
+    n: int | None
+
+    def item(self) -> None:
+        """One stream item went by (the first one's time is the first reply's)."""
+        if self.n is None:
+            self.t1 = time()
+            self.n = 1
+        else:
+            self.n += 1
+
+
+class ClientSpan(_Span):
     """One call, as its client sees it."""
 
-    __slots__ = ("exc", "method", "n", "out", "par", "sid", "svc", "t0", "t1", "t2", "tid")
+    __slots__ = ("par", "sid", "tid")
 
     def __init__(self, tid: str, sid: str, par: str | None, svc: str, method: str) -> None:
         self.tid, self.sid, self.par, self.svc, self.method = tid, sid, par, svc, method
@@ -298,13 +315,6 @@ class ClientSpan:
 
     def __repr__(self) -> str:
         return f"<ClientSpan {self.svc}/{self.method} {self.tid}/{self.sid} out={self.out}>"
-
-    def item(self) -> None:
-        if self.n is None:
-            self.t1 = time()
-            self.n = 1
-        else:
-            self.n += 1
 
     def end(self, out: str, exc: str | None = None) -> None:
         self.t2 = time()
@@ -371,10 +381,10 @@ def client_begin(
     return header, span
 
 
-class ServerSpan:
+class ServerSpan(_Span):
     """One request, as its server sees it."""
 
-    __slots__ = ("ctx", "error", "exc", "method", "n", "out", "remote", "svc", "t0", "t1", "t2")
+    __slots__ = ("ctx", "error", "remote")
 
     def __init__(self, ctx: TraceContext, remote: bool, svc: str, method: str) -> None:
         self.ctx, self.remote, self.svc, self.method = ctx, remote, svc, method
@@ -388,13 +398,6 @@ class ServerSpan:
 
     def __repr__(self) -> str:
         return f"<ServerSpan {self.svc}/{self.method} {self.ctx.trace_id} out={self.out}>"
-
-    def item(self) -> None:
-        if self.n is None:
-            self.t1 = time()
-            self.n = 1
-        else:
-            self.n += 1
 
     def end(self, out: str, error: Any = None) -> None:
         """Say how the request ended, now; ``emit`` (after the answer is flushed) logs it."""
