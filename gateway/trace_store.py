@@ -266,16 +266,7 @@ class MemoryTraceStore:
                 if window.number > number - minutes:
                     for key, tally in window.tallies.items():
                         tallies.setdefault(key, Tally()).merge(tally)
-        rates = {
-            key: recent_rate(
-                current[key].count if key in current else 0,
-                previous[key].count if key in previous else 0,
-                now,
-                WINDOW,
-            )
-            for key in tallies
-        }
-        return stats_report(tallies, rates)
+        return _report(tallies, current, previous, now)
 
     def counters(self) -> dict[str, int]:
         return {
@@ -480,18 +471,7 @@ class RedisTraceStore:
         tallies: dict[StatsKey, Tally] = {}
         for fields in chosen:
             _merge_fields(fields, tallies)
-        counts_now = _merge_fields(current, {})
-        counts_before = _merge_fields(previous, {})
-        rates = {
-            key: recent_rate(
-                counts_now[key].count if key in counts_now else 0,
-                counts_before[key].count if key in counts_before else 0,
-                now,
-                WINDOW,
-            )
-            for key in tallies
-        }
-        return stats_report(tallies, rates)
+        return _report(tallies, _merge_fields(current, {}), _merge_fields(previous, {}), now)
 
     def counters(self) -> dict[str, int]:
         return {"dropped_spans": self.dropped_spans, "untallied": self.untallied}
@@ -549,6 +529,25 @@ if #counts > 0 then
 end
 return over
 """
+
+
+def _report(
+    tallies: dict[StatsKey, Tally],
+    current: dict[StatsKey, Tally],
+    previous: dict[StatsKey, Tally],
+    now: float,
+) -> dict[str, Any]:
+    """``stats_report`` of ``tallies``, each key's rate from this window's and the last's."""
+    rates = {
+        key: recent_rate(
+            current[key].count if key in current else 0,
+            previous[key].count if key in previous else 0,
+            now,
+            WINDOW,
+        )
+        for key in tallies
+    }
+    return stats_report(tallies, rates)
 
 
 def _fields(tallies: dict[StatsKey, Tally]) -> dict[str, int]:
