@@ -7,12 +7,12 @@ runs it with ``asyncio.run``, bounded in time so that a hung call fails instead 
 from __future__ import annotations
 
 import asyncio
-import functools
-import gc
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec
+from typing import Any
+
+from asyncrun import async_runner
 
 from rpccore.aio import Client, Server
 
@@ -21,32 +21,8 @@ SLACK = 1.0  # seconds added to every time bound, for a loaded two-core machine
 TEST_TIMEOUT = 30.0
 LOOPBACK = "tcp://127.0.0.1:*"
 
-P = ParamSpec("P")
 
-
-def run_async(func: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an ``async def`` test function with ``asyncio.run``, bounded by TEST_TIMEOUT.
-
-    Errors that background tasks and callbacks hand to the loop's exception handler ("Task
-    exception was never retrieved") fail the test: nothing may fail silently.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        errors: list[dict[str, Any]] = []
-
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            loop.set_exception_handler(lambda _loop, context: errors.append(context))
-            await asyncio.wait_for(func(*args, **kwargs), TEST_TIMEOUT)
-
-        asyncio.run(main())
-        gc.collect()  # a failed task that nobody awaited reports when it is collected
-        assert not errors, "background errors: " + "; ".join(
-            f"{context.get('message')}: {context.get('exception')!r}" for context in errors
-        )
-
-    return wrapper
+run_async = async_runner(TEST_TIMEOUT)
 
 
 @asynccontextmanager

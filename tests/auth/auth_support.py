@@ -3,12 +3,11 @@ counts its calls (the real redis-server comes from redis_support)."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, ParamSpec
+
+from asyncrun import async_runner
 
 from auth.secret import TokenHasher
 from auth.store import DuplicateToken, TokenRecord, TokenStore
@@ -16,17 +15,8 @@ from auth.store import DuplicateToken, TokenRecord, TokenStore
 TEST_TIMEOUT = 30.0
 SECRET = b"s" * 32 + b"-a test secret, never used elsewhere"
 
-P = ParamSpec("P")
 
-
-def run_async(func: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an ``async def`` test with ``asyncio.run``, bounded by TEST_TIMEOUT."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        asyncio.run(asyncio.wait_for(func(*args, **kwargs), TEST_TIMEOUT))
-
-    return wrapper
+run_async = async_runner(TEST_TIMEOUT)
 
 
 def hasher() -> TokenHasher:

@@ -9,12 +9,11 @@ and fails it if a task is left behind or an error reached the loop's exception h
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec
+from typing import Any
 
 import pytest
+from asyncrun import async_runner
 
 from gateway.jsonrpc import (
     DEFAULT_CONCURRENCY,
@@ -36,28 +35,8 @@ from rpccore import LostRemote, MethodNotFound, RemoteError, TimeoutExpired
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 TEST_TIMEOUT = 10.0
 
-P = ParamSpec("P")
 
-
-def run_async(func: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an ``async def`` test with ``asyncio.run``; a task left running or an error handed
-    to the loop fails it."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        errors: list[dict[str, Any]] = []
-        left: list[asyncio.Task[Any]] = []
-
-        async def main() -> None:
-            asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
-            await asyncio.wait_for(func(*args, **kwargs), TEST_TIMEOUT)
-            left.extend(t for t in asyncio.all_tasks() if t is not asyncio.current_task())
-
-        asyncio.run(main())
-        assert not errors, f"background errors: {errors}"
-        assert not left, f"tasks left running: {left}"
-
-    return wrapper
+run_async = async_runner(TEST_TIMEOUT, no_tasks_left=True)
 
 
 class Backend:

@@ -8,19 +8,18 @@ the server kept answering everybody else while it was being abused.
 from __future__ import annotations
 
 import asyncio
-import functools
-import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec
+from typing import Any
 
 import msgpack
 import pytest
 import zmq
 import zmq.asyncio
+from asyncrun import async_runner
 
 from rpccore.aio import Client, Server
 
@@ -29,29 +28,8 @@ SLACK = 1.0  # seconds added to every time bound, for a loaded two-core machine
 TEST_TIMEOUT = 60.0
 LOOPBACK = "tcp://127.0.0.1:*"
 
-P = ParamSpec("P")
 
-
-def run_async(func: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an ``async def`` test with ``asyncio.run``, bounded by TEST_TIMEOUT; errors that
-    background tasks hand to the loop's exception handler fail the test."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        errors: list[dict[str, Any]] = []
-
-        async def main() -> None:
-            loop = asyncio.get_running_loop()
-            loop.set_exception_handler(lambda _loop, context: errors.append(context))
-            await asyncio.wait_for(func(*args, **kwargs), TEST_TIMEOUT)
-
-        asyncio.run(main())
-        gc.collect()
-        assert not errors, "background errors: " + "; ".join(
-            f"{context.get('message')}: {context.get('exception')!r}" for context in errors
-        )
-
-    return wrapper
+run_async = async_runner(TEST_TIMEOUT)
 
 
 @asynccontextmanager

@@ -3,24 +3,22 @@ sender, and the collector as a child process (``python -m gateway.collector``)."
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final, ParamSpec
+from typing import Any, Final
 
 import msgpack
 import zmq
+from asyncrun import async_runner
 from loopback import free_port
 
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 START_TIMEOUT: Final = 20.0
 TEST_TIMEOUT: Final = 30.0
-P = ParamSpec("P")
 
 TID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
 SID: Final = "00f067aa0ba902b7"
@@ -67,28 +65,7 @@ def pack(records: Iterable[dict[str, Any]]) -> bytes:
     return msgpack.packb(list(records), use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def run_async(
-    func: Callable[P, Coroutine[Any, Any, None]] | None = None, *, timeout: float = TEST_TIMEOUT
-) -> Any:
-    """``@run_async``: run an ``async def`` test with ``asyncio.run``, bounded in time; errors
-    handed to the loop's exception handler fail it."""
-
-    def decorate(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-        @functools.wraps(test)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-            errors: list[dict[str, Any]] = []
-
-            async def main() -> None:
-                loop = asyncio.get_running_loop()
-                loop.set_exception_handler(lambda _, ctx: errors.append(ctx))
-                await asyncio.wait_for(test(*args, **kwargs), timeout)
-
-            asyncio.run(main())
-            assert not errors, f"background errors: {errors}"
-
-        return wrapper
-
-    return decorate if func is None else decorate(func)
+run_async = async_runner(TEST_TIMEOUT)
 
 
 def free_endpoints() -> tuple[str, str]:
