@@ -14,14 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import uvicorn
 from loopback import free_port, wait_for_port
+from served import ServedApp
 
 from gateway.app import create_app
 from gateway.config import parse_config
@@ -80,39 +79,17 @@ def start_backend(
     return endpoint, proc
 
 
-class Gateway:
+class Gateway(ServedApp):
     """``create_app`` under a real uvicorn in a background thread, on a free port."""
 
     def __init__(self, config_text: str, **uvicorn_options: Any) -> None:
         self.config = parse_config(config_text)
-        self.app = create_app(self.config)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        options: dict[str, Any] = {
-            "host": "127.0.0.1",
-            "port": self.port,
-            "log_level": "warning",
-            "access_log": False,
-            "lifespan": "on",
-            **uvicorn_http(),  # what zerogate serve runs
-        }
-        options.update(uvicorn_options)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, **options))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        options = {"access_log": False, **uvicorn_http(), **uvicorn_options}  # as zerogate serve
+        super().__init__(create_app(self.config), **options)
 
     def __enter__(self) -> Gateway:
-        self.thread.start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
 
     @property
     def gateway_state(self) -> Any:

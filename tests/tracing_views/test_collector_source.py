@@ -12,7 +12,9 @@ from typing import Any, Final
 import httpx
 import pytest
 import zmq.asyncio
-from views_support import TRACE_ID, Served, free_port, three_level_trace, views_app
+from loopback import free_port
+from served import ServedApp
+from views_support import TRACE_ID, three_level_trace, views_app
 
 from gateway.trace_views import (
     COLLECTOR_SERVICE,
@@ -197,7 +199,7 @@ def collector() -> Iterator[CollectorThread]:
 def test_views_end_to_end_with_a_collector(collector: CollectorThread) -> None:
     source = CollectorSource(collector.endpoint, timeout=5)
     with (
-        Served(views_app(source, closing=source)) as served,
+        ServedApp(views_app(source, closing=source)) as served,
         httpx.Client(base_url=served.url, timeout=10) as http,
     ):
         tree = http.get(f"/traces/{TRACE_ID}").json()
@@ -215,7 +217,7 @@ def test_views_end_to_end_with_a_collector(collector: CollectorThread) -> None:
 def test_views_with_the_collector_down() -> None:
     source = CollectorSource(f"tcp://127.0.0.1:{free_port()}", timeout=0.3, retry_after=4)
     with (
-        Served(views_app(source, closing=source)) as served,
+        ServedApp(views_app(source, closing=source)) as served,
         httpx.Client(base_url=served.url, timeout=10) as http,
     ):
         for path in ("/traces", f"/traces/{TRACE_ID}", "/stats"):

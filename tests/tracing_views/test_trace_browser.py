@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 from chromium import headless_chromium
+from served import ServedApp
 from views_support import (
     A_RUN,
     B_WORK,
@@ -31,7 +32,6 @@ from views_support import (
     T0,
     TRACE_ID,
     FakeSource,
-    Served,
     three_level_trace,
     views_app,
 )
@@ -123,7 +123,7 @@ def screenshot(page: Page, name: str) -> None:
 
 @pytest.mark.slow
 def test_trace_timeline_draws_every_span(browser: BrowserContext, source: FakeSource) -> None:
-    with Served(views_app(source)) as served:
+    with ServedApp(views_app(source)) as served:
         watch = Watch(browser, served.url)
         page = watch.page(browser)
         page.goto(f"{served.url}/traces")
@@ -191,7 +191,7 @@ def test_trace_timeline_draws_every_span(browser: BrowserContext, source: FakeSo
 
 @pytest.mark.slow
 def test_stats_page_draws_charts_and_reloads(browser: BrowserContext, source: FakeSource) -> None:
-    with Served(views_app(source, refresh=1)) as served:
+    with ServedApp(views_app(source, refresh=1)) as served:
         watch = Watch(browser, served.url)
         page = watch.page(browser)
         page.goto(f"{served.url}/stats")

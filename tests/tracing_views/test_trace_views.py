@@ -9,13 +9,13 @@ from typing import Any, Final
 
 import httpx
 import pytest
+from served import ServedApp
 from views_support import (
     C_FAIL,
     HTTP,
     T0,
     TRACE_ID,
     FakeSource,
-    Served,
     record,
     three_level_trace,
     views_app,
@@ -34,13 +34,13 @@ def source() -> FakeSource:
 
 
 @pytest.fixture(scope="module")
-def served(source: FakeSource) -> Iterator[Served]:
-    with Served(views_app(source)) as server:
+def served(source: FakeSource) -> Iterator[ServedApp]:
+    with ServedApp(views_app(source)) as server:
         yield server
 
 
 @pytest.fixture
-def http(served: Served, source: FakeSource) -> Iterator[httpx.Client]:
+def http(served: ServedApp, source: FakeSource) -> Iterator[httpx.Client]:
     source.traces = {TRACE_ID: three_level_trace()}
     source.recent_traces = []
     source.current_stats = {}

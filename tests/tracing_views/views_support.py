@@ -1,17 +1,13 @@
 """Support for the trace-view tests: hand-made records, a fake ``TraceSource``, and a small
-Starlette app of the views (behind ``observe.Observed``, as in the gateway) under a real
-uvicorn on a loopback port."""
+Starlette app of the views (behind ``observe.Observed``, as in the gateway), to serve with
+``served.ServedApp`` (tests/helpers)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-import uvicorn
-from loopback import free_port
 from starlette.applications import Starlette
 
 from gateway.access_log import NoAccessLog
@@ -141,30 +137,3 @@ def views_app(source: TraceSource, *, closing: Any = None, refresh: int = 5) -> 
 
     app = Starlette(routes=trace_routes(source, refresh=refresh), lifespan=lifespan)
     return Observed(app, Metrics(), NoAccessLog())
-
-
-class Served:
-    """An ASGI app under a real uvicorn in a background thread, on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
