@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import Child, ChildError, free_port
+from _common import Child, ChildError, free_ports
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds for Redis and the collector to answer
@@ -82,7 +82,7 @@ def start_collector(logs: Path, env: dict[str, str]) -> CollectorStack:
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise ChildError("redis-server is not installed (Debian: apt install redis-server)")
-    redis_port, bind_port, query_port = free_port(), free_port(), free_port()
+    redis_port, bind_port, query_port = free_ports(3)
     argv = [redis_server, "--port", str(redis_port), "--bind", HOST]
     argv += ["--save", "", "--appendonly", "no"]  # nothing on disk
     redis = Child("redis", _idle(argv), logs, env, json_lines=False)

@@ -35,6 +35,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gateway"))
 
 from e2e_support import REPO, Children, Gateway, free_port, wait_for_port
+from loopback import free_ports
 
 __all__ = [
     "REPO",
@@ -178,7 +179,7 @@ class LedgerBackend:
         script = folder / "ledger_backend.py"
         script.write_text(LEDGER_BACKEND)
         self.ledger = folder / "ledger.jsonl"
-        ports = free_port(), free_port()
+        ports = free_ports(2)
         self.shop, self.admin = (f"tcp://127.0.0.1:{port}" for port in ports)
         self.process = children.start(
             str(script), self.shop, self.admin, str(self.ledger), name="ledger-backend"

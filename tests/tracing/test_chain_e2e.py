@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import pytest
 from chromium import headless_chromium
+from loopback import free_ports
 from redis_support import RedisServer
-from tracing_support import REPO, Children, free_endpoints, free_port
+from tracing_support import REPO, Children
 
 import rpccore.tracing
 from rpccore.aio import Client
@@ -189,7 +190,10 @@ def start_service(
 def chain(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Chain]:
     tmp = tmp_path_factory.mktemp("chain")
     children = Children(tmp)
-    records, query = free_endpoints()
+    # All five at once: ports asked for one by one can repeat, and a service that cannot
+    # bind leaves its port to another one (the gateway then describes the wrong service).
+    records_port, query_port, *service_ports = free_ports(5)
+    records, query = f"tcp://127.0.0.1:{records_port}", f"tcp://127.0.0.1:{query_port}"
     store = redis_server.url.removesuffix("/0") + "/3"  # a database of its own
     config = tmp / "collector.yaml"
     config.write_text(
@@ -197,7 +201,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -
     )
     script = tmp / "services.py"
     script.write_text(textwrap.dedent(SERVICES))
-    endpoints = {kind: f"tcp://127.0.0.1:{free_port()}" for kind in "abc"}
+    endpoints = {
+        kind: f"tcp://127.0.0.1:{port}" for kind, port in zip("abc", service_ports, strict=True)
+    }
     rpccore.tracing.disable()  # the gateway's lifespan turns it on, towards our collector
     try:
         collector = children.collector("-c", str(config))

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import free_port
 from redis.asyncio import Redis
 from redis_support import RedisServer
-from tracing_support import free_port, run_async, span_id, trace_id, wire_record
+from tracing_support import run_async, span_id, trace_id, wire_record
 
 from gateway.config import RedisStore, TracingConfig
 from gateway.trace_records import MAX_PACKED_BYTES, Record, parse_record

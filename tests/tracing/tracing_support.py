@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgpack
 import zmq
 from asyncrun import async_runner
-from loopback import free_port
+from loopback import free_ports
 
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 START_TIMEOUT: Final = 20.0
@@ -70,7 +70,8 @@ run_async = async_runner(TEST_TIMEOUT)
 
 def free_endpoints() -> tuple[str, str]:
     """Two free loopback endpoints: (records, queries)."""
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    records, queries = free_ports(2)
+    return f"tcp://127.0.0.1:{records}", f"tcp://127.0.0.1:{queries}"
 
 
 class Sender:
