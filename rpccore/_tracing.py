@@ -58,7 +58,7 @@ import msgpack
 import zmq
 
 from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
-from ._trace import TraceContext, _hex, current_trace
+from ._trace import TraceContext, current_trace, new_span_id, new_trace_id
 
 LOGGER_NAME: Final = "rpccore.trace"
 ENV_COLLECTOR: Final = "ZEROGATE_COLLECTOR"
@@ -279,7 +279,7 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 def _root_header() -> dict[str, str]:
     """A new trace's header (keys as ``TraceContext.to_header``), its ids from the same
     source as ``TraceContext.new_root``."""
-    return {"trace_id": _hex(16), "span_id": _hex(8)}
+    return {"trace_id": new_trace_id(), "span_id": new_span_id()}
 
 
 class _Span:

@@ -219,3 +219,15 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     os.close(read)
     assert len(child_id) == 32
     assert child_id != TraceContext.new_root().trace_id
+
+
+def test_ids_stay_unique_across_refills_of_the_id_batch() -> None:
+    from rpccore import _trace
+
+    count = 3 * _trace._ID_BATCH + 7  # three refills and some
+    span_ids = [_trace.new_span_id() for _ in range(count)]
+    trace_ids = [_trace.new_trace_id() for _ in range(count)]
+    assert len(set(span_ids)) == count
+    assert len(set(trace_ids)) == count
+    assert all(HEX16.fullmatch(sid) and sid != "0" * 16 for sid in span_ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", tid) for tid in trace_ids)
