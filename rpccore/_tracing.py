@@ -591,16 +591,18 @@ def traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 class CollectorHandler(logging.Handler):
     """PUSHes trace records to ``zerogate collector``, never slowing a call.
 
-    ``emit`` only appends the record's row to a queue. A sender thread wakes every
-    ``interval`` seconds (sooner once a quarter of ``max_buffered`` records wait) and sends
-    them in batches of ``batch_size`` rows (see the module doc) on its own PUSH socket,
-    with NOBLOCK: when the collector is
-    dead or slow, ZeroMQ queues ``high_water_mark`` batches, then batches are dropped and
-    counted in ``dropped``, as are records that find the queue full. The socket lives on
-    a context of its own and is used by the sender thread only; with gevent's monkey
-    patching the thread is a greenlet, and NOBLOCK sends never block the hub either.
-    ``close`` (run by ``logging.shutdown`` at exit) gives the last records
-    ``close_timeout`` seconds to leave.
+    ``emit`` only appends the record's row to a queue. A sender thread, started with the
+    handler, sleeps while the queue is empty; once records come it sends them every
+    ``interval`` seconds (sooner once a quarter of ``max_buffered`` records wait), in
+    batches of ``batch_size`` rows (see the module doc), on its own PUSH socket, with
+    NOBLOCK: when the collector is dead or slow, ZeroMQ queues ``high_water_mark``
+    batches, then batches are dropped and counted in ``dropped``, as are records that find
+    the queue full. The socket lives on a context of its own and is used by the sender
+    thread only; with gevent's monkey patching the thread is a greenlet, and NOBLOCK sends
+    never block the hub either. The thread starts with the handler, not at the first
+    record: starting a thread waits for it, which gevent's hub (where a green client's
+    replies arrive) must never do. ``close`` (run by ``logging.shutdown`` at exit) gives
+    the last records ``close_timeout`` seconds to leave.
     """
 
     def __init__(
@@ -627,6 +629,7 @@ class CollectorHandler(logging.Handler):
         self._full = 0  # dropped: the queue was full
         self._refused = 0  # dropped: ZeroMQ would not take them
         self._wake = threading.Event()
+        self._idle = False  # the sender waits for a first record, without a timeout
         self._closing = False
         self._thread: threading.Thread | None = None
         self._context: Any = zmq.Context()
@@ -641,6 +644,7 @@ class CollectorHandler(logging.Handler):
             raise
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_in_child(ref))
+        self._start()
 
     def __repr__(self) -> str:
         return (
@@ -666,9 +670,7 @@ class CollectorHandler(logging.Handler):
             self._full += 1
             return
         records.append(row)
-        if self._thread is None:
-            self._start()
-        elif len(records) == self._wake_at:
+        if self._idle or len(records) == self._wake_at:
             self._wake.set()
 
     def flush(self) -> None:
@@ -691,9 +693,19 @@ class CollectorHandler(logging.Handler):
         self._thread.start()
 
     def _run(self) -> None:
-        wake = self._wake
+        wake, records = self._wake, self._records
         while not self._closing:
-            wake.wait(self._interval)
+            if not records:
+                # Sleep until put() sees the flag and wakes us: an idle process (tracing
+                # on, no calls) never wakes. The second test catches a put() that came
+                # between the first and the flag.
+                self._idle = True
+                if not records:
+                    wake.wait()
+                self._idle = False
+                wake.clear()
+                continue  # closing, or records came: look again
+            wake.wait(self._interval)  # let a batch gather
             wake.clear()
             self._send_queued()
         self._finish()
@@ -732,6 +744,9 @@ def _forget_in_child(ref: weakref.ReferenceType[CollectorHandler]) -> None:
         handler._thread = None
         handler._records.clear()
         handler._wake = threading.Event()
+        handler._idle = False
+        if not handler._closing:
+            handler._start()
 
 
 # -- OpenTelemetry ----------------------------------------------------------------------

@@ -286,6 +286,32 @@ def test_closing_sends_what_is_left() -> None:
         context.term()
 
 
+def test_an_idle_sender_sleeps_until_a_record_comes_then_waits_one_interval() -> None:
+    context, pull, endpoint = pull_socket()
+    handler = tracing_impl.CollectorHandler(endpoint, interval=0.2)
+    try:
+        deadline = time.monotonic() + 5
+        while not handler._idle:  # started with the handler, asleep with nothing to send
+            assert time.monotonic() < deadline, "the sender never went idle"
+            time.sleep(0.01)
+        start = time.monotonic()
+        handler.put(("row",))
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        batch = msgpack.unpackb(pull.recv())
+        waited = time.monotonic() - start
+        assert batch[-1] == [["row"]]
+        assert 0.15 < waited < 3.0  # woken by the record, then one interval to gather more
+        deadline = time.monotonic() + 5
+        while not handler._idle:  # and back to sleep
+            assert time.monotonic() < deadline, "the sender stayed awake"
+            time.sleep(0.01)
+    finally:
+        handler.close()
+        pull.close()
+        context.term()
+    assert handler._sock.closed
+
+
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:
     with pytest.raises(zmq.ZMQError):
         tracing.enable("nonsense://x")

@@ -156,3 +156,53 @@ def test_zerogate_rpc_collector_ships_the_calls_records(tmp_path: Any) -> None:
         assert record.sid in out.decode()  # the server's handler ran in that span
     finally:
         pull.close()
+
+
+# A monkey-patched client whose first record is made in the hub: a green client's replies
+# are read by the hub, which must never wait (starting a thread waits for it).
+PATCHED_CLIENT = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys
+
+from rpccore import tracing
+from rpccore.green import Client
+
+tracing.enable(sys.argv[1], process_name="patched")
+client = Client(sys.argv[2], timeout=10)
+print([client.whoami() for _ in range(3)], flush=True)
+client.close()
+"""
+
+
+def test_a_monkey_patched_process_ships_records_made_in_the_hub() -> None:
+    import subprocess
+    import sys
+
+    import zmq.green
+
+    from gateway.trace_records import decode_message
+
+    assert not tracing.is_enabled()  # the server here stays untraced: the client's come first
+    pull = zmq.green.Context.instance().socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        with serving(Backend(), name="back") as endpoint:
+            argv = [sys.executable, "-c", PATCHED_CLIENT, f"tcp://127.0.0.1:{port}", endpoint]
+            proc = gevent.subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = proc.communicate(timeout=20)
+            assert proc.returncode == 0, err
+            assert err.decode() == ""  # gevent prints a callback that failed in the hub
+            got: list[Any] = []
+            with gevent.Timeout(5):
+                while len(got) < 3:
+                    got += decode_message(pull.recv())[0]
+        assert [(r.side, r.m, r.out, r.proc) for r in got] == [
+            ("client", "whoami", "ok", "patched")
+        ] * 3
+        assert out.decode().strip() == repr([r.sid for r in got])  # the spans the server saw
+    finally:
+        pull.close()
