@@ -58,7 +58,7 @@ import msgpack
 import zmq
 
 from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
-from ._trace import TraceContext, current_trace, new_span_id, new_trace_id
+from ._trace import TraceContext, current_trace, new_root_ids
 
 LOGGER_NAME: Final = "rpccore.trace"
 ENV_COLLECTOR: Final = "ZEROGATE_COLLECTOR"
@@ -112,7 +112,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 class _Identity:
-    __slots__ = ("host", "pid", "proc", "room")
+    __slots__ = ("batch_header", "host", "pid", "proc", "room")
 
     def __init__(self, process_name: str | None) -> None:
         name = process_name or os.environ.get(ENV_PROCESS_NAME) or ""
@@ -144,9 +144,17 @@ class _Identity:
             }
         )
         self.room = MAX_RECORD_BYTES - len(worst) - 3
+        # A batch's first bytes: a five-item array, then who sent it (see the module doc).
+        self.batch_header = b"".join(
+            [
+                _packer.pack_array_header(5),
+                *map(_pack, (BATCH_VERSION, self.proc, self.host, self.pid)),
+            ]
+        )
 
 
-_pack = msgpack.Packer(use_bin_type=True).pack
+_packer = msgpack.Packer(use_bin_type=True)
+_pack = _packer.pack
 _ident = _Identity(None)
 
 
@@ -174,7 +182,14 @@ def _fit(svc: str, method: str, exc: str | None) -> tuple[str, str, str | None]:
 
 
 def _row(side: str, tid: str, sid: str, par: str | None, span: ClientSpan | ServerSpan) -> Row:
-    svc, method, exc = _fit(span.svc, span.method, span.exc)
+    svc, method, exc = span.svc, span.method, span.exc
+    # _fit's own first test, here: the usual record needs no shortening, nor the call.
+    if (
+        exc is not None
+        or len(svc) + len(method) > _ident.room
+        or not (svc.isascii() and method.isascii())
+    ):
+        svc, method, exc = _fit(svc, method, exc)
     n = span.n
     return (
         tid,
@@ -276,12 +291,6 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 # -- spans ----------------------------------------------------------------------------
 
 
-def _root_header() -> dict[str, str]:
-    """A new trace's header (keys as ``TraceContext.to_header``), its ids from the same
-    source as ``TraceContext.new_root``."""
-    return {"trace_id": new_trace_id(), "span_id": new_span_id()}
-
-
 class _Span:
     """What both sides' spans record: times, outcome, exception name, stream item count."""
 
@@ -372,8 +381,9 @@ def client_begin(
     """The header a call sends while tracing is on (a root call starts a trace), and its
     span. ``header`` is what ``outgoing_trace_header()`` gave."""
     if current_trace.get() is None:
-        root = _root_header()
-        header = {**header, **root} if header else root
+        tid, sid = new_root_ids()
+        root = {"trace_id": tid, "span_id": sid}
+        return {**header, **root} if header else root, ClientSpan(tid, sid, None, svc, method)
     assert header is not None
     span = ClientSpan(
         header["trace_id"], header["span_id"], header.get("parent_span_id"), svc, method
@@ -622,7 +632,7 @@ class CollectorHandler(logging.Handler):
         self._interval = interval
         self._max = max_buffered
         self._close_timeout = close_timeout
-        self._records: deque[Row] = deque()
+        self._records: deque[bytes] = deque()  # packed rows
         # Woken by put() only when the queue fills up: waking it for every batch made the
         # calling thread hand the GIL over that often.
         self._wake_at = max(batch_size, max_buffered // 4)
@@ -669,7 +679,14 @@ class CollectorHandler(logging.Handler):
         if len(records) >= self._max:
             self._full += 1
             return
-        records.append(row)
+        # Packed now, while the row is fresh in the CPU's caches, and queued as bytes: rows
+        # kept as tuples until the sender packed them cost the calling thread more (in cache
+        # misses, and in work for the garbage collector) than packing them here does.
+        try:
+            records.append(_pack(row))
+        except (TypeError, ValueError, OverflowError):  # e.g. a name with a lone surrogate
+            self._refused += 1
+            return
         if self._idle or len(records) == self._wake_at:
             self._wake.set()
 
@@ -719,18 +736,19 @@ class CollectorHandler(logging.Handler):
 
     def _send_queued(self) -> None:
         records, sock = self._records, self._sock
-        ident = _ident
+        sender = _ident.batch_header
         while records:
             count = min(len(records), self._batch)
-            batch = [records.popleft() for _ in range(count)]
+            # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
+            # from its packed parts.
+            parts = [sender, _packer.pack_array_header(count)]
+            parts += [records.popleft() for _ in range(count)]
             try:
-                sock.send(
-                    _pack([BATCH_VERSION, ident.proc, ident.host, ident.pid, batch]), zmq.NOBLOCK
-                )
+                sock.send(b"".join(parts), zmq.NOBLOCK)
             except zmq.Again:
                 self._refused += count
                 continue
-            except (zmq.ZMQError, TypeError, ValueError) as exc:
+            except zmq.ZMQError as exc:
                 self._refused += count
                 _log.debug("dropping %d trace records: %s", count, exc)
                 continue

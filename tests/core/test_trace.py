@@ -231,3 +231,15 @@ def test_ids_stay_unique_across_refills_of_the_id_batch() -> None:
     assert len(set(trace_ids)) == count
     assert all(HEX16.fullmatch(sid) and sid != "0" * 16 for sid in span_ids)
     assert all(re.fullmatch(r"[0-9a-f]{32}", tid) for tid in trace_ids)
+
+
+def test_root_ids_come_from_a_new_batch_when_the_old_one_runs_out_on_the_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rpccore import _trace
+
+    monkeypatch.setattr(_trace, "_span_ids", iter(["1" * 16, "2" * 16]))  # two of three
+    trace_id, span_id = _trace.new_root_ids()
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    assert HEX16.fullmatch(span_id)
+    assert {trace_id[:16], trace_id[16:], span_id}.isdisjoint({"1" * 16, "2" * 16})

@@ -312,6 +312,21 @@ def test_an_idle_sender_sleeps_until_a_record_comes_then_waits_one_interval() ->
     assert handler._sock.closed
 
 
+def test_a_row_msgpack_cannot_pack_is_counted_and_never_raises() -> None:
+    context, pull, endpoint = pull_socket()
+    handler = tracing_impl.CollectorHandler(endpoint, interval=0.01)
+    try:
+        handler.put(("\udcff",))  # a lone surrogate has no UTF-8
+        handler.put(("fine",))
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        assert msgpack.unpackb(pull.recv())[-1] == [["fine"]]
+        assert handler.dropped == 1
+    finally:
+        handler.close()
+        pull.close()
+        context.term()
+
+
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:
     with pytest.raises(zmq.ZMQError):
         tracing.enable("nonsense://x")
