@@ -84,6 +84,7 @@ FLUSH_INTERVAL: Final = 0.02
 BATCH_SIZE: Final = 256  # records per message
 SEND_HWM: Final = 64  # batches ZeroMQ may queue for a slow or absent collector
 MAX_BUFFERED: Final = 64 * BATCH_SIZE  # records waiting for the sender thread
+IDLE_INTERVAL: Final = 1.0  # seconds the sender waits at most while no records come
 CLOSE_TIMEOUT: Final = 0.5  # seconds a closing handler gives its last batches
 
 _IDENT_LIMIT: Final = 24  # bytes of the process and host names kept
@@ -602,10 +603,10 @@ class CollectorHandler(logging.Handler):
     """PUSHes trace records to ``zerogate collector``, never slowing a call.
 
     ``emit`` only appends the record's row to a queue. A sender thread, started with the
-    handler, sleeps while the queue is empty; once records come it sends them every
-    ``interval`` seconds (sooner once a quarter of ``max_buffered`` records wait), in
-    batches of ``batch_size`` rows (see the module doc), on its own PUSH socket, with
-    NOBLOCK: when the collector is dead or slow, ZeroMQ queues ``high_water_mark``
+    handler, sends what is queued every ``interval`` seconds (sooner once a quarter of
+    ``max_buffered`` records wait; while none come, it waits longer each time, up to
+    ``IDLE_INTERVAL``), in batches of ``batch_size`` rows (see the module doc), on its own
+    PUSH socket, with NOBLOCK: when the collector is dead or slow, ZeroMQ queues ``high_water_mark``
     batches, then batches are dropped and counted in ``dropped``, as are records that find
     the queue full. The socket lives on a context of its own and is used by the sender
     thread only; with gevent's monkey patching the thread is a greenlet, and NOBLOCK sends
@@ -639,7 +640,7 @@ class CollectorHandler(logging.Handler):
         self._full = 0  # dropped: the queue was full
         self._refused = 0  # dropped: ZeroMQ would not take them
         self._wake = threading.Event()
-        self._idle = False  # the sender waits for a first record, without a timeout
+        self._pause = interval  # the sender's next wait: longer while nothing comes
         self._closing = False
         self._thread: threading.Thread | None = None
         self._context: Any = zmq.Context()
@@ -687,7 +688,7 @@ class CollectorHandler(logging.Handler):
         except (TypeError, ValueError, OverflowError):  # e.g. a name with a lone surrogate
             self._refused += 1
             return
-        if self._idle or len(records) == self._wake_at:
+        if len(records) == self._wake_at:
             self._wake.set()
 
     def flush(self) -> None:
@@ -712,19 +713,16 @@ class CollectorHandler(logging.Handler):
     def _run(self) -> None:
         wake, records = self._wake, self._records
         while not self._closing:
-            if not records:
-                # Sleep until put() sees the flag and wakes us: an idle process (tracing
-                # on, no calls) never wakes. The second test catches a put() that came
-                # between the first and the flag.
-                self._idle = True
-                if not records:
-                    wake.wait()
-                self._idle = False
-                wake.clear()
-                continue  # closing, or records came: look again
-            wake.wait(self._interval)  # let a batch gather
+            wake.wait(self._pause)
             wake.clear()
-            self._send_queued()
+            if records:
+                self._pause = self._interval
+                self._send_queued()
+            else:
+                # Nothing came: wait twice as long next time, up to IDLE_INTERVAL, so a
+                # traced process that makes no calls hardly ever wakes. put() never has
+                # to wake the sender for that (waking a thread costs the caller).
+                self._pause = min(2 * self._pause, max(IDLE_INTERVAL, self._interval))
         self._finish()
 
     def _finish(self) -> None:
@@ -762,7 +760,7 @@ def _forget_in_child(ref: weakref.ReferenceType[CollectorHandler]) -> None:
         handler._thread = None
         handler._records.clear()
         handler._wake = threading.Event()
-        handler._idle = False
+        handler._pause = handler._interval
         if not handler._closing:
             handler._start()
 
