@@ -541,7 +541,9 @@ async def crowd_request(client: httpx.AsyncClient, index: int) -> str:
         assert (answer.status_code, answer.json()) == (200, index + 1), answer.text
         return "call"
     if kind == 14:  # a timeout
-        answer = await client.post("/rpc/shop/slow", json=[0.1], headers={"X-Timeout-Ms": "20"})
+        # slow(0.5) against a 20 ms deadline: with 0.1 s, a loaded machine once ran the
+        # gateway's loop late enough that the answer came before the deadline was seen.
+        answer = await client.post("/rpc/shop/slow", json=[0.5], headers={"X-Timeout-Ms": "20"})
         assert answer.status_code == 504, answer.text
         assert answer.json()["code"] == "deadline_exceeded"
         return "timeout"
