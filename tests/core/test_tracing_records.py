@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -286,18 +287,14 @@ def test_closing_sends_what_is_left() -> None:
         context.term()
 
 
-def test_an_idle_sender_waits_longer_and_longer_then_sends_what_comes() -> None:
+@contextmanager
+def shipping(**options: Any) -> Iterator[tuple[tracing_impl.CollectorHandler, Any]]:
+    """A CollectorHandler (with ``options``) and the PULL socket it ships to (5 s timeout)."""
     context, pull, endpoint = pull_socket()
-    handler = tracing_impl.CollectorHandler(endpoint, interval=0.01)
+    pull.setsockopt(zmq.RCVTIMEO, 5000)
+    handler = tracing_impl.CollectorHandler(endpoint, **options)
     try:
-        deadline = time.monotonic() + 5
-        while handler._pause < tracing_impl.IDLE_INTERVAL:  # nothing to send: backs off
-            assert time.monotonic() < deadline, f"the sender never backed off: {handler._pause}"
-            time.sleep(0.01)
-        handler.put(("row",))
-        pull.setsockopt(zmq.RCVTIMEO, 5000)
-        assert msgpack.unpackb(pull.recv())[-1] == [["row"]]  # within IDLE_INTERVAL
-        assert handler._pause == 0.01  # records came: back to the interval
+        yield handler, pull
     finally:
         handler.close()
         pull.close()
@@ -305,19 +302,23 @@ def test_an_idle_sender_waits_longer_and_longer_then_sends_what_comes() -> None:
     assert handler._sock.closed
 
 
+def test_an_idle_sender_waits_longer_and_longer_then_sends_what_comes() -> None:
+    with shipping(interval=0.01) as (handler, pull):
+        deadline = time.monotonic() + 5
+        while handler._pause < tracing_impl.IDLE_INTERVAL:  # nothing to send: backs off
+            assert time.monotonic() < deadline, f"the sender never backed off: {handler._pause}"
+            time.sleep(0.01)
+        handler.put(("row",))
+        assert msgpack.unpackb(pull.recv())[-1] == [["row"]]  # within IDLE_INTERVAL
+        assert handler._pause == 0.01  # records came: back to the interval
+
+
 def test_a_row_msgpack_cannot_pack_is_counted_and_never_raises() -> None:
-    context, pull, endpoint = pull_socket()
-    handler = tracing_impl.CollectorHandler(endpoint, interval=0.01)
-    try:
+    with shipping(interval=0.01) as (handler, pull):
         handler.put(("\udcff",))  # a lone surrogate has no UTF-8
         handler.put(("fine",))
-        pull.setsockopt(zmq.RCVTIMEO, 5000)
         assert msgpack.unpackb(pull.recv())[-1] == [["fine"]]
         assert handler.dropped == 1
-    finally:
-        handler.close()
-        pull.close()
-        context.term()
 
 
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:
