@@ -157,16 +157,15 @@ class ClientPump(Pump, Generic[P]):
         return None if self._curve is None else self._curve.failure
 
     def _connect(self, endpoint: str | Iterable[str]) -> list[str]:
-        linked = connect_socket(self._sock, endpoint)
-        self._endpoints += linked
-        self._endpoint_names = ",".join(self._endpoints)
-        return linked
+        return self._linked(connect_socket(self._sock, endpoint))
 
     def _bind(self, endpoint: str | Iterable[str]) -> list[str]:
-        linked = bind_socket(self._sock, endpoint)
-        self._endpoints += linked
-        self._endpoint_names = ",".join(self._endpoints)
-        return linked
+        return self._linked(bind_socket(self._sock, endpoint))
+
+    def _linked(self, endpoints: list[str]) -> list[str]:
+        self._endpoints += endpoints
+        self._endpoint_names = ",".join(self._endpoints)  # joined once, not per traced call
+        return endpoints
 
     def _fail_all(self, message: str) -> list[P]:
         """Close the socket; every call still waiting fails with RPCError(message)."""

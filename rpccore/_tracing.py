@@ -160,15 +160,9 @@ _ident = _Identity(None)
 
 
 def _fit(svc: str, method: str, exc: str | None) -> tuple[str, str, str | None]:
-    """Shorten the three free-form names so the record keeps to MAX_RECORD_BYTES."""
+    """Shorten the three free-form names so the record keeps to MAX_RECORD_BYTES (``_row``
+    calls it only when they may not fit)."""
     room = _ident.room
-    if (
-        len(svc) + len(method) + (len(exc) if exc else 0) <= room
-        and svc.isascii()
-        and method.isascii()
-        and (exc is None or exc.isascii())
-    ):
-        return svc, method, exc
     texts = [svc, method, exc or ""]
     sizes = [len(t.encode("utf-8", "backslashreplace")) for t in texts]
     # Fair shares, shortest first: what a short name leaves goes to the longer ones.
@@ -184,11 +178,12 @@ def _fit(svc: str, method: str, exc: str | None) -> tuple[str, str, str | None]:
 
 def _row(side: str, tid: str, sid: str, par: str | None, span: ClientSpan | ServerSpan) -> Row:
     svc, method, exc = span.svc, span.method, span.exc
-    # _fit's own first test, here: the usual record needs no shortening, nor the call.
-    if (
-        exc is not None
-        or len(svc) + len(method) > _ident.room
-        or not (svc.isascii() and method.isascii())
+    # Short ASCII names fit as they are (nearly always): no call to _fit for them.
+    if not (
+        len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
+        and svc.isascii()
+        and method.isascii()
+        and (exc is None or exc.isascii())
     ):
         svc, method, exc = _fit(svc, method, exc)
     n = span.n
@@ -680,9 +675,9 @@ class CollectorHandler(logging.Handler):
         if len(records) >= self._max:
             self._full += 1
             return
-        # Packed now, while the row is fresh in the CPU's caches, and queued as bytes: rows
-        # kept as tuples until the sender packed them cost the calling thread more (in cache
-        # misses, and in work for the garbage collector) than packing them here does.
+        # Packed now and queued as bytes: the row's tuple and strings are freed at once
+        # instead of living until the sender's next pass (and the garbage collector need not
+        # look at them); the sender only joins the bytes under the batch's header.
         try:
             records.append(_pack(row))
         except (TypeError, ValueError, OverflowError):  # e.g. a name with a lone surrogate
