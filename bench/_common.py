@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,9 @@ from typing import IO, Any, Final
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
+# Free loopback ports: the tests' helper, not a copy of it.
+sys.path.append(str(ROOT / "tests" / "helpers"))
+from loopback import free_port, free_ports  # noqa: E402, F401  (for the scripts here)
 
 # -- in a child -----------------------------------------------------------------------
 
@@ -43,25 +45,6 @@ def die_with_parent(parent: int) -> None:
 
 
 # -- in the parent --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    (port,) = free_ports(1)
-    return port
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different TCP ports on 127.0.0.1 that nothing listens on now. Taken
-    together: ports asked for one at a time, each released before the next, can repeat."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class ChildError(Exception):
