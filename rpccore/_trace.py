@@ -12,64 +12,53 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Final, NamedTuple
 
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
+_TRACE_AND_SPAN: Final = re.compile(r"[0-9a-f]{32}:[0-9a-f]{16}")  # "trace_id:span_id"
 _TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
-_ID_BATCH: Final = 1024  # span ids made at once
 _generator = random.Random(random.SystemRandom().getrandbits(128))
-
-
-def _fresh_span_ids() -> Iterator[str]:
-    # Trace and span ids must be unique, not secret (W3C asks for random, not unguessable):
-    # the Mersenne Twister, seeded from os.urandom, costs no system call per id, where
-    # os.urandom costs one. They are made a thousand at a time, cut from one hex string:
-    # formatting one id at a time cost each traced call more than the rest of its span.
-    digits = _generator.getrandbits(64 * _ID_BATCH).to_bytes(8 * _ID_BATCH, "little").hex()
-    ids = [digits[at : at + 16] for at in range(0, 16 * _ID_BATCH, 16)]
-    return iter([sid for sid in ids if sid != _ZERO_SPAN])  # all zeros is invalid
-
-
-# A list iterator: next() on it is one step under the GIL, so threads never share an id.
-_span_ids = _fresh_span_ids()
+# Trace and span ids must be unique, not secret (W3C asks for random, not unguessable):
+# the Mersenne Twister, seeded from os.urandom, costs no system call per id, where
+# os.urandom costs one. An id is the hex of fresh random bytes: one C call each, where
+# formatting an int would cost more than the rest of a traced call's span.
+_random_bits = _generator.getrandbits
 
 
 def new_span_id() -> str:
     """A random span id: 16 lowercase hex digits, never all zeros."""
-    global _span_ids
-    sid = next(_span_ids, None)
-    if sid is None:
-        _span_ids = _fresh_span_ids()  # two threads may both refill: each id is still new
-        sid = next(_span_ids)
+    sid = _random_bits(64).to_bytes(8, "little").hex()
+    while sid == _ZERO_SPAN:  # all zeros is invalid
+        sid = _random_bits(64).to_bytes(8, "little").hex()
     return sid
 
 
 def new_trace_id() -> str:
     """A random trace id: 32 lowercase hex digits, never all zeros."""
-    return new_span_id() + new_span_id()
+    tid = _random_bits(128).to_bytes(16, "little").hex()
+    while tid == _ZERO_TRACE:
+        tid = _random_bits(128).to_bytes(16, "little").hex()
+    return tid
 
 
 def new_root_ids() -> tuple[str, str]:
-    """(a trace id, a span id) for a new trace: ``new_trace_id()``, ``new_span_id()`` in
-    one call, since a traced root call makes them for every call."""
-    ids = _span_ids
-    first, second, third = next(ids, None), next(ids, None), next(ids, None)
-    if first is None or second is None or third is None:  # the batch ran out: a new one
+    """(a trace id, a span id) for a new trace, from one draw: a traced root call makes
+    them for every call."""
+    digits = _random_bits(192).to_bytes(24, "little").hex()
+    tid, sid = digits[:32], digits[32:]
+    if tid == _ZERO_TRACE or sid == _ZERO_SPAN:
         return new_trace_id(), new_span_id()
-    return first + second, third
+    return tid, sid
 
 
 def _reseed_after_fork() -> None:
-    # A forked child must not repeat its parent's ids: new seed, and the ids made before
-    # the fork thrown away.
-    global _span_ids
+    # A forked child must not repeat its parent's ids.
     _generator.seed(random.SystemRandom().getrandbits(128))
-    _span_ids = iter(())
 
 
 os.register_at_fork(after_in_child=_reseed_after_fork)
@@ -90,19 +79,30 @@ class TraceContext(NamedTuple):
     @classmethod
     def from_header(cls, header: Mapping[Any, Any]) -> TraceContext | None:
         """The context an event carries, or None when it has none (or only garbage)."""
-        trace_id = header.get("trace_id")
-        if isinstance(trace_id, str) and _TRACE_ID.fullmatch(trace_id) and trace_id != _ZERO_TRACE:
-            span_id = header.get("span_id")
+        trace_id, span_id = header.get("trace_id"), header.get("span_id")
+        # What a traced rpccore caller sends is checked with one match (every request of a
+        # traced call pays for this); anything else takes the careful way.
+        if not (
+            type(trace_id) is str
+            and type(span_id) is str
+            and _TRACE_AND_SPAN.fullmatch(f"{trace_id}:{span_id}")
+            and trace_id != _ZERO_TRACE
+        ):
+            if not (
+                isinstance(trace_id, str)
+                and _TRACE_ID.fullmatch(trace_id)
+                and trace_id != _ZERO_TRACE
+            ):
+                traceparent = header.get("traceparent")
+                if isinstance(traceparent, str):
+                    return cls.from_traceparent(traceparent)
+                return None
             if not (isinstance(span_id, str) and _SPAN_ID.fullmatch(span_id)):
                 span_id = new_span_id()
-            parent = header.get("parent_span_id")
-            if not (isinstance(parent, str) and _SPAN_ID.fullmatch(parent)):
-                parent = None
-            return _new_context(cls, (trace_id, span_id, parent))
-        traceparent = header.get("traceparent")
-        if isinstance(traceparent, str):
-            return cls.from_traceparent(traceparent)
-        return None
+        parent = header.get("parent_span_id")
+        if parent is not None and not (isinstance(parent, str) and _SPAN_ID.fullmatch(parent)):
+            parent = None
+        return _new_context(cls, (trace_id, span_id, parent))
 
     @classmethod
     def from_traceparent(cls, value: str) -> TraceContext | None:

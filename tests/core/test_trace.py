@@ -66,6 +66,7 @@ def test_from_header(header: dict[str, Any], expected: TraceContext) -> None:
         pytest.param({"trace_id": TRACE.upper()}, id="uppercase-trace-id"),
         pytest.param({"trace_id": TRACE[:-1]}, id="short-trace-id"),
         pytest.param({"trace_id": TRACE + "0"}, id="long-trace-id"),
+        pytest.param({"trace_id": TRACE[:-1], "span_id": "0" + SPAN}, id="ids-that-join-well"),
         pytest.param({"trace_id": TRACE.encode()}, id="bin-trace-id"),
         pytest.param({"trace_id": 42}, id="int-trace-id"),
         pytest.param({"trace_id": "0" * 32}, id="zero-trace-id"),
@@ -221,25 +222,25 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     assert child_id != TraceContext.new_root().trace_id
 
 
-def test_ids_stay_unique_across_refills_of_the_id_batch() -> None:
+def test_ids_are_unique_lowercase_hex() -> None:
     from rpccore import _trace
 
-    count = 3 * _trace._ID_BATCH + 7  # three refills and some
+    count = 5000
     span_ids = [_trace.new_span_id() for _ in range(count)]
     trace_ids = [_trace.new_trace_id() for _ in range(count)]
-    assert len(set(span_ids)) == count
-    assert len(set(trace_ids)) == count
-    assert all(HEX16.fullmatch(sid) and sid != "0" * 16 for sid in span_ids)
+    roots = [_trace.new_root_ids() for _ in range(count)]
+    assert len(set(span_ids) | {sid for _, sid in roots}) == 2 * count
+    assert len(set(trace_ids) | {tid for tid, _ in roots}) == 2 * count
+    assert all(HEX16.fullmatch(sid) for sid in span_ids)
     assert all(re.fullmatch(r"[0-9a-f]{32}", tid) for tid in trace_ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", tid) and HEX16.fullmatch(sid) for tid, sid in roots)
 
 
-def test_root_ids_come_from_a_new_batch_when_the_old_one_runs_out_on_the_way(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_an_all_zero_draw_is_never_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
     from rpccore import _trace
 
-    monkeypatch.setattr(_trace, "_span_ids", iter(["1" * 16, "2" * 16]))  # two of three
+    draws = iter([0, 0, 1 << 70, 0, 5, 0, 7])  # a zero root draw, then zero trace and span ids
+    monkeypatch.setattr(_trace, "_random_bits", lambda bits: next(draws))
     trace_id, span_id = _trace.new_root_ids()
-    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
-    assert HEX16.fullmatch(span_id)
-    assert {trace_id[:16], trace_id[16:], span_id}.isdisjoint({"1" * 16, "2" * 16})
+    assert (trace_id, span_id) == ("0" * 16 + "40" + "0" * 14, "05" + "0" * 14)
+    assert _trace.new_trace_id() == "07" + "0" * 30
