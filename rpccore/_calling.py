@@ -178,8 +178,7 @@ class ClientPump(Pump, Generic[P]):
         if self._spans:
             spans, self._spans = self._spans, {}
             for span in spans.values():
-                span.end(_tracing.ABANDONED)
-                span.emit()
+                span.finish(_tracing.ABANDONED)
         return list(calls.values())
 
     def _begin(
@@ -196,12 +195,12 @@ class ClientPump(Pump, Generic[P]):
             raise RPCError("the client is closed")
         limit = self.timeout if isinstance(timeout, UseDefault) else timeout
         now = monotonic()
-        header = outgoing_trace_header()
+        header: dict[str, Any] | None
         span = None
         if _tracing.ON and _tracing.traces(method):
-            header, span = _tracing.client_begin(
-                header, method, self.remote_name or self._endpoint_names
-            )
+            header, span = _tracing.client_begin(method, self.remote_name or self._endpoint_names)
+        else:
+            header = outgoing_trace_header()
         cid = self._client.start_call(
             method, args, now=now, timeout=limit, header=header, metadata=metadata
         )
@@ -235,8 +234,7 @@ class ClientPump(Pump, Generic[P]):
         if self._spans:
             span = self._spans.pop(cid, None)
             if span is not None:
-                span.end(_tracing.ABANDONED)
-                span.emit()
+                span.finish(_tracing.ABANDONED)
 
     def _on_message(self, frames: Frames, now: float) -> None:
         event = self._client.receive(frames, now)
@@ -251,7 +249,6 @@ class ClientPump(Pump, Generic[P]):
         pending = self._calls.get(cid)
         if pending is None:
             return
-        span = None
         if type(event) is StreamItem:
             pending.stream = True
             pending.items.append(event.item)
@@ -259,27 +256,28 @@ class ClientPump(Pump, Generic[P]):
                 item_span = self._spans.get(cid)
                 if item_span is not None:
                     item_span.item()
-        else:
-            del self._calls[cid]
-            pending.done = True
-            if self._spans:
-                span = self._spans.pop(cid, None)
-            if type(event) is Reply:
-                pending.value = event.value
-                if span is not None:
-                    span.end(_tracing.OK)
-            elif type(event) is StreamEnd:
-                pending.stream = True
-                if span is not None:
-                    span.end(_tracing.STREAM)
-            elif type(event) is CallFailed:
-                curve = self._curve
-                pending.error = event.error if curve is None else curve.explain(event.error)
-                if span is not None:
-                    span.end_with(event.error)
+            self._delivered(cid, pending)
+            return
+        del self._calls[cid]
+        pending.done = True
+        if type(event) is Reply:
+            pending.value = event.value
+        elif type(event) is StreamEnd:
+            pending.stream = True
+        elif type(event) is CallFailed:
+            curve = self._curve
+            pending.error = event.error if curve is None else curve.explain(event.error)
+        # Taken now, finished after waking the caller: the record never delays a reply,
+        # and a caller that closes the client when woken does not abandon this call.
+        span = self._spans.pop(cid, None) if self._spans else None
         self._delivered(cid, pending)
-        if span is not None:  # after waking the caller: the record never delays a reply
-            span.emit(pending.error)
+        if span is not None:
+            if type(event) is Reply:
+                span.finish(_tracing.OK)
+            elif type(event) is StreamEnd:
+                span.finish(_tracing.STREAM)
+            elif type(event) is CallFailed:
+                span.finish_failed(event.error)
 
     def _delivered(self, cid: MessageId, pending: P) -> None:
         """Something arrived for ``pending``; by default, wake whoever waits for it."""

@@ -144,8 +144,9 @@ class ClientConnection:
         cid = new_message_id()
         head: dict[str, Any] = {"message_id": cid, "v": PROTOCOL_VERSION}
         if header:
-            for key, value in header.items():
-                head.setdefault(key, value)  # a caller's keys never replace the protocol's
+            head.update(header)
+            # A caller's keys never replace the protocol's (set again, in place).
+            head["message_id"], head["v"] = cid, PROTOCOL_VERSION
         if metadata:
             for key, value in metadata.items():
                 head.setdefault(key, value)

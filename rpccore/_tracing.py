@@ -52,13 +52,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from time import time
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar
 
 import msgpack
 import zmq
 
 from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
-from ._trace import TraceContext, current_trace, new_root_ids
+from ._trace import TraceContext, call_metadata, current_trace, new_root_ids, new_span_id
 
 LOGGER_NAME: Final = "rpccore.trace"
 ENV_COLLECTOR: Final = "ZEROGATE_COLLECTOR"
@@ -159,9 +159,11 @@ _pack = _packer.pack
 _ident = _Identity(None)
 
 
-def _fit(svc: str, method: str, exc: str | None) -> tuple[str, str, str | None]:
-    """Shorten the three free-form names so the record keeps to MAX_RECORD_BYTES (``_row``
-    calls it only when they may not fit)."""
+def _fitted(row: Row) -> Row:
+    """``row`` with its three free-form names (svc, m, exc) shortened so that the record
+    keeps to MAX_RECORD_BYTES, and its stream count capped (``_ship`` calls it only when
+    they may not fit)."""
+    svc, method, exc, n = row[4], row[5], row[10], row[11]
     room = _ident.room
     texts = [svc, method, exc or ""]
     sizes = [len(t.encode("utf-8", "backslashreplace")) for t in texts]
@@ -173,34 +175,9 @@ def _fit(svc: str, method: str, exc: str | None) -> tuple[str, str, str | None]:
         left -= limits[i]
         fields -= 1
     svc, method, text = (_clip(t, lim) for t, lim in zip(texts, limits, strict=True))
-    return svc, method, (text if exc is not None else None)
-
-
-def _row(side: str, tid: str, sid: str, par: str | None, span: ClientSpan | ServerSpan) -> Row:
-    svc, method, exc = span.svc, span.method, span.exc
-    # Short ASCII names fit as they are (nearly always): no call to _fit for them.
-    if not (
-        len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
-        and svc.isascii()
-        and method.isascii()
-        and (exc is None or exc.isascii())
-    ):
-        svc, method, exc = _fit(svc, method, exc)
-    n = span.n
-    return (
-        tid,
-        sid,
-        par,
-        side,
-        svc,
-        method,
-        span.t0,
-        span.t1,
-        span.t2,
-        span.out,
-        exc,
-        None if n is None else min(n, _MAX_COUNT),
-    )
+    exc = text if exc is not None else None
+    n = None if n is None else min(n, _MAX_COUNT)
+    return (*row[:4], svc, method, *row[6:10], exc, n)
 
 
 def _as_record(row: Row) -> dict[str, Any]:
@@ -225,7 +202,7 @@ _error_hooks: list[ErrorHook] = []
 # handler reads; a record is a copy of this template with its own time and data, handed
 # to ``logger.handle`` (filters and handlers, as any record).
 _TEMPLATE: Final = logging.LogRecord(
-    LOGGER_NAME, logging.INFO, __file__, 0, "rpc %s span", ("?",), None, "_emit"
+    LOGGER_NAME, logging.INFO, __file__, 0, "rpc %s span", ("?",), None, "_ship"
 ).__dict__
 
 
@@ -244,25 +221,64 @@ def _log_record(record: dict[str, Any], remote_parent: bool) -> logging.LogRecor
     return log_record
 
 
-def _emit(row: Row, error: Any = None, remote_parent: bool = False) -> None:
-    collector = _collector
-    handlers = logger.handlers
+def _fit_row(row: Row) -> Row:
+    """``row``, shortened if it may not keep to MAX_RECORD_BYTES."""
+    svc, method, exc, n = row[4], row[5], row[10], row[11]
+    # Short ASCII names fit as they are (nearly always): no call to _fitted for them.
     if (
-        collector is not None
+        len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
+        and svc.isascii()
+        and method.isascii()
+        and (exc is None or exc.isascii())
+        and (n is None or n <= _MAX_COUNT)
+    ):
+        return row
+    return _fitted(row)
+
+
+# Our CollectorHandler while it alone listens on the logger, else None: see _route.
+_direct: CollectorHandler | None = None
+
+
+def _route() -> CollectorHandler | None:
+    """Decide where records go: while our collector is the only handler of the
+    ``rpccore.trace`` logger (no filters, INFO enabled), closed spans go straight into
+    its queue, and its sender thread makes their rows, off the calls' path; else each
+    goes through ``logging`` as it closes. Run when tracing is switched, and by the
+    sender at every pass: a handler or filter added later gets every record from that
+    pass on (the ones queued meanwhile included, then from the sender thread)."""
+    global _direct
+    collector, handlers = _collector, logger.handlers
+    solo = (
+        ON
+        and collector is not None
         and len(handlers) == 1
         and handlers[0] is collector
         and not logger.filters
         and not collector.filters
         and logger.isEnabledFor(logging.INFO)
-    ):
-        # Our collector is the only one listening: hand it the row directly. Making a dict
-        # and a LogRecord of it was most of tracing's cost per call. Add any handler or
-        # filter to the rpccore.trace logger and every record goes through logging again.
-        collector.put(row)
-    elif logger.isEnabledFor(logging.INFO):
-        logger.handle(_log_record(_as_record(row), remote_parent))
+    )
+    _direct = collector if solo else None
+    return _direct
+
+
+def _through_logging(span: _Span) -> None:
+    """Hand a closed span's record to ``logging`` (its handlers and filters)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(_log_record(_as_record(_fit_row(span.row())), span.remote))
+
+
+def _ship(span: _Span, error: Any = None) -> None:
+    """A span closed: its record leaves (see _route); ``error``, if any, goes to the
+    error hooks. Every traced call runs this once on each side, so the usual case, our
+    collector alone, costs one call that appends the span to a queue."""
+    collector = _direct
+    if collector is not None:
+        collector.take(span)
+    else:
+        _through_logging(span)
     if error is not None and _error_hooks:
-        record = _as_record(row)
+        record = _as_record(_fit_row(span.row()))
         for hook in tuple(_error_hooks):
             try:
                 hook(record, error)
@@ -288,12 +304,22 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 
 
 class _Span:
-    """What both sides' spans record: times, outcome, exception name, stream item count."""
+    """What both sides' spans hold: names, times, outcome, exception name, stream item
+    count. A closed span is queued as it is; ``row()`` makes its ROW when it is sent."""
 
     __slots__ = ("exc", "method", "n", "out", "svc", "t0", "t1", "t2")
 
+    side: ClassVar[str]
+    remote = False  # a server span whose parent came over the wire
+
+    svc: str
+    method: str
+    t0: float
     t1: float | None
+    t2: float
     n: int | None
+    out: str
+    exc: str | None
 
     def item(self) -> None:
         """One stream item went by (the first one's time is the first reply's)."""
@@ -303,48 +329,57 @@ class _Span:
         else:
             self.n += 1
 
+    def ids(self) -> tuple[str, str, str | None]:
+        """(trace id, span id, parent span id)."""
+        raise NotImplementedError
+
+    def row(self) -> Row:
+        """The closed span's ROW (its names not yet fitted: ``_fit_row``)."""
+        tid, sid, par = self.ids()
+        t1, n, out = self.t1, self.n, self.out
+        if t1 is None and out in (OK, ERROR, STREAM):
+            t1 = self.t2
+        if n is None and out == STREAM:
+            n = 0
+        svc, method, exc = self.svc, self.method, self.exc
+        return (tid, sid, par, self.side, svc, method, self.t0, t1, self.t2, out, exc, n)
+
 
 class ClientSpan(_Span):
-    """One call, as its client sees it."""
+    """One call, as its client sees it: open from the request until ``finish``."""
 
     __slots__ = ("par", "sid", "tid")
+
+    side = "client"
 
     def __init__(self, tid: str, sid: str, par: str | None, svc: str, method: str) -> None:
         self.tid, self.sid, self.par, self.svc, self.method = tid, sid, par, svc, method
         self.t0 = time()
-        self.t1: float | None = None
-        self.t2 = 0.0
-        self.n: int | None = None
-        self.out = ABANDONED
-        self.exc: str | None = None
+        self.t1 = self.n = None  # the first stream item's arrival, the items so far
 
     def __repr__(self) -> str:
-        return f"<ClientSpan {self.svc}/{self.method} {self.tid}/{self.sid} out={self.out}>"
+        return f"<ClientSpan {self.svc}/{self.method} {self.tid}/{self.sid}>"
 
-    def end(self, out: str, exc: str | None = None) -> None:
+    def ids(self) -> tuple[str, str, str | None]:
+        return self.tid, self.sid, self.par
+
+    def finish(self, out: str, exc: str | None = None, error: Any = None) -> None:
+        """The call ended, now, with outcome ``out``: ship its record. ``error``: the
+        RemoteError received, for the error hooks."""
         self.t2 = time()
-        if self.t1 is None and out in (OK, ERROR, STREAM):
-            self.t1 = self.t2
-        if out == STREAM and self.n is None:
-            self.n = 0
         self.out, self.exc = out, exc
+        _ship(self, error)
 
-    def end_with(self, error: RPCError) -> None:
+    def finish_failed(self, error: RPCError) -> None:
         """End as a failed call ends (CallFailed)."""
         if isinstance(error, TimeoutExpired):
-            self.end(TIMEOUT)
+            self.finish(TIMEOUT)
         elif isinstance(error, LostRemote):
-            self.end(LOST)
+            self.finish(LOST)
         elif isinstance(error, RemoteError):
-            self.end(ERROR, error.name)
+            self.finish(ERROR, error.name, error)
         else:
-            self.end(ERROR, type(error).__name__)
-
-    def emit(self, error: RPCError | None = None) -> None:
-        _emit(
-            _row("client", self.tid, self.sid, self.par, self),
-            error if isinstance(error, RemoteError) else None,
-        )
+            self.finish(ERROR, type(error).__name__)
 
 
 BUILTIN_PREFIX: Final = "_zerorpc_"
@@ -371,39 +406,44 @@ def untraced() -> Iterator[None]:
         _untraced.reset(token)
 
 
-def client_begin(
-    header: dict[str, Any] | None, method: str, svc: str
-) -> tuple[dict[str, Any], ClientSpan]:
-    """The header a call sends while tracing is on (a root call starts a trace), and its
-    span. ``header`` is what ``outgoing_trace_header()`` gave."""
-    if current_trace.get() is None:
+def client_begin(method: str, svc: str) -> tuple[dict[str, Any], ClientSpan]:
+    """The header of a call made now while tracing is on (a child of the current span,
+    or the root of a new trace, plus the context's call metadata), and its span."""
+    parent = current_trace.get()
+    if parent is None:
         tid, sid = new_root_ids()
-        root = {"trace_id": tid, "span_id": sid}
-        return {**header, **root} if header else root, ClientSpan(tid, sid, None, svc, method)
-    assert header is not None
-    span = ClientSpan(
-        header["trace_id"], header["span_id"], header.get("parent_span_id"), svc, method
-    )
-    return header, span
+        par = None
+        header = {"trace_id": tid, "span_id": sid}
+    else:
+        tid, sid, par = parent.trace_id, new_span_id(), parent.span_id
+        header = {"trace_id": tid, "span_id": sid, "parent_span_id": par}
+    metadata = call_metadata.get()
+    if metadata:
+        header = {**metadata, **header}
+    return header, ClientSpan(tid, sid, par, svc, method)
 
 
 class ServerSpan(_Span):
-    """One request, as its server sees it."""
+    """One request, as its server sees it: ``end`` when answered, ``emit`` once the
+    answer has left."""
 
     __slots__ = ("ctx", "error", "remote")
+
+    side = "server"
+    error: Any  # what end() was told of an ERR
 
     def __init__(self, ctx: TraceContext, remote: bool, svc: str, method: str) -> None:
         self.ctx, self.remote, self.svc, self.method = ctx, remote, svc, method
         self.t0 = time()
-        self.t1: float | None = None
+        self.t1 = self.n = self.exc = self.error = None
         self.t2 = 0.0
-        self.n: int | None = None
         self.out = ABANDONED
-        self.exc: str | None = None
-        self.error: Any = None
 
     def __repr__(self) -> str:
         return f"<ServerSpan {self.svc}/{self.method} {self.ctx.trace_id} out={self.out}>"
+
+    def ids(self) -> tuple[str, str, str | None]:
+        return self.ctx
 
     def end(self, out: str, error: Any = None) -> None:
         """Say how the request ended, now; ``emit`` (after the answer is flushed) logs it."""
@@ -414,22 +454,21 @@ class ServerSpan(_Span):
             self.exc = getattr(error, "name", None) if isinstance(error, RemoteError) else None
             if self.exc is None and error is not None:
                 self.exc = type(error).__name__
-        elif out == STREAM and self.n is None:
-            self.n = 0
 
     def emit(self) -> None:
         if not self.t2:  # ended without end(): abandoned
             self.t2 = time()
-        if self.t1 is None and self.out in (OK, ERROR, STREAM):
-            self.t1 = self.t2
-        ctx = self.ctx
-        _emit(
-            _row("server", ctx.trace_id, ctx.span_id, ctx.parent_span_id, self),
-            self.error,
-            self.remote,
-        )
+        _ship(self, self.error)
         if self.error is not None and self.out == ERROR:
             _to_sentry(self, self.error)
+
+
+class HttpSpan(ServerSpan):
+    """A gateway's HTTP request (``http_request``)."""
+
+    __slots__ = ()
+
+    side = "http"
 
 
 def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str = "http") -> None:
@@ -438,12 +477,14 @@ def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str 
     400 up are errors named ``HTTP <status>``."""
     if not ON:
         return
-    span = ServerSpan(ctx, False, svc, what)
+    span = HttpSpan(ctx, False, svc, what)
     span.t0 = t0
-    span.t2 = span.t1 = time()
-    span.out = OK if status < 400 else ERROR
-    span.exc = None if status < 400 else f"HTTP {status}"
-    _emit(_row("http", ctx.trace_id, ctx.span_id, ctx.parent_span_id, span))
+    span.t2 = time()
+    if status < 400:
+        span.out = OK
+    else:
+        span.out, span.exc = ERROR, f"HTTP {status}"
+    _ship(span)
 
 
 def server_begin(ctx: TraceContext | None, svc: str, method: str) -> ServerSpan:
@@ -527,6 +568,7 @@ def enable(
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
         ON = True
+        _route()
         return _collector
 
 
@@ -536,6 +578,7 @@ def disable() -> None:
     global ON, _collector, _otel
     with _lock:
         ON = False
+        _route()  # before the handlers go: spans that close now go nowhere
         for handler in (_collector, _otel):
             if handler is not None:
                 logger.removeHandler(handler)
@@ -597,8 +640,10 @@ def traced(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 class CollectorHandler(logging.Handler):
     """PUSHes trace records to ``zerogate collector``, never slowing a call.
 
-    ``emit`` only appends the record's row to a queue. A sender thread, started with the
-    handler, sends what is queued every ``interval`` seconds (sooner once a quarter of
+    ``emit`` only appends the record's packed row to a queue, and while this handler alone
+    listens, closed spans are queued as they are (``take``: see ``_route``). A sender
+    thread, started with the handler, makes and packs the spans' rows and sends what is
+    queued every ``interval`` seconds (sooner once a quarter of
     ``max_buffered`` records wait; while none come, it waits longer each time, up to
     ``IDLE_INTERVAL``), in batches of ``batch_size`` rows (see the module doc), on its own
     PUSH socket, with NOBLOCK: when the collector is dead or slow, ZeroMQ queues ``high_water_mark``
@@ -628,8 +673,8 @@ class CollectorHandler(logging.Handler):
         self._interval = interval
         self._max = max_buffered
         self._close_timeout = close_timeout
-        self._records: deque[bytes] = deque()  # packed rows
-        # Woken by put() only when the queue fills up: waking it for every batch made the
+        self._records: deque[bytes | _Span] = deque()  # packed rows, closed spans
+        # Woken by put() and take() only when the queue fills up: waking it for every batch made the
         # calling thread hand the GIL over that often.
         self._wake_at = max(batch_size, max_buffered // 4)
         self._full = 0  # dropped: the queue was full
@@ -686,6 +731,17 @@ class CollectorHandler(logging.Handler):
         if len(records) == self._wake_at:
             self._wake.set()
 
+    def take(self, span: _Span) -> None:
+        """Queue a closed span as it is (``_ship``, while this handler alone listens): the
+        sender thread makes and packs its row, in a batch, off the call's path."""
+        records = self._records
+        if len(records) >= self._max or self._closing:
+            self._full += not self._closing
+            return
+        records.append(span)
+        if len(records) == self._wake_at:
+            self._wake.set()
+
     def flush(self) -> None:
         """Ask the sender to send now (it does not wait for it)."""
         self._wake.set()
@@ -728,14 +784,27 @@ class CollectorHandler(logging.Handler):
         self._context.term()
 
     def _send_queued(self) -> None:
+        # Look again at who listens: spans queued while we were alone go through logging
+        # if that changed (our emit() queues them again, as packed rows).
+        alone = _route() is self
         records, sock = self._records, self._sock
         sender = _ident.batch_header
         while records:
-            count = min(len(records), self._batch)
             # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
             # from its packed parts.
-            parts = [sender, _packer.pack_array_header(count)]
-            parts += [records.popleft() for _ in range(count)]
+            parts = [sender, b""]
+            for _ in range(min(len(records), self._batch)):
+                item = records.popleft()
+                if not isinstance(item, bytes):
+                    packed = self._packed(item, alone)
+                    if packed is None:
+                        continue
+                    item = packed
+                parts.append(item)
+            count = len(parts) - 2
+            if not count:
+                continue
+            parts[1] = _packer.pack_array_header(count)
             try:
                 sock.send(b"".join(parts), zmq.NOBLOCK)
             except zmq.Again:
@@ -746,6 +815,19 @@ class CollectorHandler(logging.Handler):
                 _log.debug("dropping %d trace records: %s", count, exc)
                 continue
             self.sent += count
+
+    def _packed(self, span: _Span, alone: bool) -> bytes | None:
+        """A queued span's packed row, or None if it went through logging instead (or
+        could not be packed: counted)."""
+        if not alone:
+            _through_logging(span)
+            return None
+        try:
+            packed: bytes = _pack(_fit_row(span.row()))
+        except (TypeError, ValueError, OverflowError):
+            self._refused += 1
+            return None
+        return packed
 
 
 def _forget_in_child(ref: weakref.ReferenceType[CollectorHandler]) -> None:
@@ -800,4 +882,5 @@ def use_opentelemetry(provider: Any = None) -> logging.Handler:
             _otel.close()
         _otel = OpenTelemetryHandler(provider)
         logger.addHandler(_otel)
+        _route()
         return _otel

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from trace_capture import Records, recording
 
 import rpccore
-from rpccore import RemoteError, TraceContext, current_trace, tracing
+from rpccore import RemoteError, TraceContext, call_metadata, current_trace, tracing
 from rpccore import _tracing as tracing_impl
 
 KEYS = {
@@ -72,25 +72,29 @@ def test_a_request_without_context_starts_a_trace_on_the_server(records: Records
 
 
 def test_a_root_call_starts_a_trace_and_a_nested_one_continues_it(records: Records) -> None:
-    header, span = tracing_impl.client_begin({"caller": "me"}, "add", "tcp://x:1")
+    def root() -> tuple[dict[str, Any], tracing_impl.ClientSpan]:
+        call_metadata.set({"caller": "me", "trace_id": "theirs"})
+        return tracing_impl.client_begin("add", "tcp://x:1")
+
+    header, span = contextvars.copy_context().run(root)
     assert header["caller"] == "me"
-    assert header["trace_id"] == span.tid
+    assert header["trace_id"] == span.tid  # the trace keys win over the metadata
     assert header["span_id"] == span.sid
+    assert "parent_span_id" not in header
     assert span.par is None
 
     def nested() -> tuple[dict[str, Any], tracing_impl.ClientSpan]:
         current_trace.set(TraceContext(TRACE, SPAN))
-        return tracing_impl.client_begin(
-            TraceContext(TRACE, SPAN).child().to_header(), "add", "calc"
-        )
+        return tracing_impl.client_begin("add", "calc")
 
     header, span = contextvars.copy_context().run(nested)
     assert (span.tid, span.par) == (TRACE, SPAN)
+    assert header == {"trace_id": TRACE, "span_id": span.sid, "parent_span_id": SPAN}
+    assert span.sid != SPAN
     for i in range(3):
         span.item()
         assert span.n == i + 1
-    span.end(tracing.STREAM)
-    span.emit()
+    span.finish(tracing.STREAM)
     [record] = records.records
     assert (record["side"], record["out"], record["n"], record["svc"]) == (
         "client",
@@ -113,9 +117,8 @@ def test_a_root_call_starts_a_trace_and_a_nested_one_continues_it(records: Recor
 def test_how_a_failed_call_is_recorded(
     records: Records, error: rpccore.RPCError, out: str, exc: str | None
 ) -> None:
-    _, span = tracing_impl.client_begin(None, "add", "calc")
-    span.end_with(error)
-    span.emit(error)
+    _, span = tracing_impl.client_begin("add", "calc")
+    span.finish_failed(error)
     [record] = records.records
     assert (record["out"], record["exc"]) == (out, exc)
     assert record["t1"] is (None if out in ("timeout", "lost") else record["t2"])
@@ -128,21 +131,17 @@ names = st.text(max_size=400) | st.text(alphabet="abc", max_size=400)
 def test_a_record_packs_to_300_bytes_at_most(
     svc: str, method: str, exc: str | None, n: int | None
 ) -> None:
-    span = tracing_impl.ClientSpan("f" * 32, "e" * 16, "d" * 16, svc, method)
-    span.n = n
-    span.end(tracing.ERROR if exc is not None else tracing.ABANDONED, exc)
-    span.t1 = span.t2
-    record = tracing_impl._as_record(
-        tracing_impl._row("client", span.tid, span.sid, span.par, span)
-    )
+    out = tracing.ERROR if exc is not None else tracing.ABANDONED
+    row = ("f" * 32, "e" * 16, "d" * 16, "client", svc, method, 0.5, 0.5, 0.5, out, exc, n)
+    record = tracing_impl._as_record(tracing_impl._fitted(row))
     assert len(msgpack.packb(record)) <= tracing.MAX_RECORD_BYTES
     assert record["svc"] == svc or len(svc.encode("utf-8", "backslashreplace")) > 20
 
 
 def test_short_names_are_kept_whole() -> None:
-    span = tracing_impl.ClientSpan(TRACE, SPAN, None, "tcp://127.0.0.1:4242", "get_user")
-    span.end(tracing.ERROR, "ZeroDivisionError")
-    record = tracing_impl._as_record(tracing_impl._row("client", TRACE, SPAN, None, span))
+    svc, method = "tcp://127.0.0.1:4242", "get_user"
+    row = (TRACE, SPAN, None, "client", svc, method, 1.0, 2.0, 2.0, "error", "ZeroDivisionError", 3)
+    record = tracing_impl._as_record(tracing_impl._fitted(row))
     assert (record["svc"], record["m"], record["exc"]) == (
         "tcp://127.0.0.1:4242",
         "get_user",
@@ -343,10 +342,9 @@ def test_error_hooks_see_every_err_and_cannot_break_calls(records: Records) -> N
         span = tracing_impl.server_begin(TraceContext(TRACE, SPAN), "calc", "get")
         span.end(tracing.ERROR, problem)
         span.emit()
-        _, client = tracing_impl.client_begin(None, "get", "calc")
+        _, client = tracing_impl.client_begin("get", "calc")
         remote = RemoteError("KeyError", "k", None)
-        client.end_with(remote)
-        client.emit(remote)
+        client.finish_failed(remote)
         ok = tracing_impl.server_begin(None, "calc", "get")
         ok.end(tracing.OK)
         ok.emit()
@@ -400,14 +398,13 @@ def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> No
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     handler = tracing.use_opentelemetry(provider)
     try:
-        _, client = tracing_impl.client_begin(None, "add", "calc")
-        client.end(tracing.OK)
+        _, client = tracing_impl.client_begin("add", "calc")
         server = tracing_impl.server_begin(
             TraceContext(client.tid, client.sid, client.par), "calc", "add"
         )
         server.end(tracing.ERROR, ValueError("v"))
         server.emit()
-        client.emit()
+        client.finish(tracing.OK)
     finally:
         logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
         handler.close()

@@ -3,6 +3,7 @@ compact stored form (at most 300 bytes), latency buckets and the query summaries
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgpack
@@ -29,7 +30,6 @@ from gateway.trace_records import (
     summarize,
     unpack_compact,
 )
-from rpccore import TraceContext
 from rpccore import _tracing as tracing_impl
 from rpccore.tracing import ROW_FIELDS
 
@@ -174,10 +174,22 @@ def test_a_real_sender_batch_decodes() -> None:
     handler = tracing_impl.CollectorHandler("tcp://127.0.0.1:9")
     sock, handler._sock = handler._sock, _Capture(sent)
     try:
-        span = tracing_impl.server_begin(TraceContext(TID, SID, None), "calc", "add")
-        span.end(tracing_impl.OK)
-        span.t1 = span.t2 = span.t0 + 0.001  # as emit() would
-        handler.put(tracing_impl._row("server", TID, SID, None, span))
+        t0 = time.time()
+        fields = {
+            "tid": TID,
+            "sid": SID,
+            "par": None,
+            "side": "server",
+            "svc": "calc",
+            "m": "add",
+            "t0": t0,
+            "t1": t0 + 0.001,
+            "t2": t0 + 0.001,
+            "out": "ok",
+            "exc": None,
+            "n": None,
+        }
+        handler.put(tuple(fields[name] for name in ROW_FIELDS))
         handler._send_queued()
     finally:
         handler._sock = sock
