@@ -41,6 +41,10 @@ from ._sockets import EVENTS, POLLIN, prepare, recv_frames, send_frames
 logger = logging.getLogger("rpccore")
 
 _BATCH: Final = 256  # messages handled per callback before letting others run
+# Replies made while a batch is read go out together (see _flush_reply), at most this
+# many, and none held longer than this many seconds.
+REPLY_BATCH: Final = 32
+REPLY_HOLD: Final = 0.001
 _RETRY: Final = 0.005  # seconds between attempts to send what the socket refused
 _DISCONNECTED: Final = int(zmq.EVENT_DISCONNECTED)
 
@@ -86,6 +90,9 @@ class Pump:
         self._timer_target = float("inf")
         self._drain_scheduled = False
         self._flush_scheduled = False
+        self._reading = False  # inside _on_readable's loop
+        self._held = 0  # replies queued since the last flush (_flush_reply)
+        self._held_since = 0.0
         self._retry: Handle | None = None
         self._pending: deque[Frames] = deque()
         self._monitor: Any = None
@@ -195,19 +202,40 @@ class Pump:
         if self._closed:
             return
         sock, on_message = self._sock, self._on_message
-        for _ in range(_BATCH):
-            # A handler run by on_message may close us; then stop reading.
-            if self._closed or not sock.getsockopt(EVENTS) & POLLIN:
-                break
-            on_message(recv_frames(sock), monotonic())
-        else:
-            self._schedule_drain(after_io=True)  # more is waiting: let others run first
+        self._reading = True
+        try:
+            for _ in range(_BATCH):
+                # A handler run by on_message may close us; then stop reading.
+                if self._closed or not sock.getsockopt(EVENTS) & POLLIN:
+                    break
+                on_message(recv_frames(sock), monotonic())
+            else:
+                self._schedule_drain(after_io=True)  # more is waiting: let others run first
+        finally:
+            self._reading = False
         self._flush()
 
     # -- sending -------------------------------------------------------------------
 
+    def _flush_reply(self) -> None:
+        """Send the reply a handler just queued: now, or, if the handler ran to its end
+        while a batch of requests is read (it never waited) and more requests wait, with
+        the batch's other replies: when the batch ends, or REPLY_BATCH replies wait, or
+        the first has waited REPLY_HOLD seconds. Sent one by one, each reply woke ZeroMQ's
+        I/O thread, which shares the core: with 64 calls in flight, batching them was a
+        quarter more calls a second. A lone request's reply leaves at once."""
+        if self._reading and self._sock.getsockopt(EVENTS) & POLLIN:
+            now = monotonic()
+            if not self._held:
+                self._held_since = now
+            self._held += 1
+            if self._held < REPLY_BATCH and now - self._held_since < REPLY_HOLD:
+                return
+        self._flush()
+
     def _flush(self) -> None:
         """Send what the connection queued, without ever waiting."""
+        self._held = 0
         if self._closed:
             return
         pending, sock = self._pending, self._sock

@@ -133,8 +133,9 @@ class Server(ServerPump[gevent.Greenlet]):
             self._handlers.pop(cid, None)
             self._credit.pop(cid, None)
             if not self._closed:
-                self._flush()
-            if span is not None:  # after the answer left: the record never delays it
+                self._flush_reply()
+            if span is not None:  # after the answer left (or was queued to leave with
+                # the replies of the batch being read): the record never delays it
                 span.emit()
 
     def _stream(self, cid: ServerChannelId, result: Any, span: _tracing.ServerSpan | None) -> None:
