@@ -240,6 +240,44 @@ def test_with_only_the_collector_listening_rows_go_straight_and_say_the_same(
         context.term()
 
 
+def test_a_handler_added_while_the_collector_listens_alone_gets_every_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context, pull, endpoint = pull_socket()
+    trace_logger = logging.getLogger(tracing.LOGGER_NAME)
+    late = Records()
+    try:
+        handler = tracing.enable(endpoint)
+        assert handler is not None
+        # Its sender thread goes to sleep for a minute; this test makes the passes.
+        handler._interval = handler._pause = 60.0
+        handler.flush()
+        time.sleep(0.2)
+        monkeypatch.setattr(trace_logger, "handlers", [handler])
+        tracing_impl._route()
+        assert tracing_impl._direct is handler  # the fast path: spans queued as they are
+        server_record()
+        trace_logger.addHandler(late)
+        server_record()  # queued too: no pass has looked at the logger since
+        assert late.records == []
+        handler._send_queued()  # the pass sees the new handler: both go through logging
+        assert len(late.records) == 2
+        assert tracing_impl._direct is None
+        server_record()  # from now on, through logging at once
+        assert len(late.records) == 3
+        handler._send_queued()
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        got: list[dict[str, Any]] = []
+        while len(got) < 3:  # the collector gets each record once, too
+            got += unpack_batch(pull.recv())
+        assert got == late.records
+    finally:
+        trace_logger.removeHandler(late)
+        tracing.disable()
+        pull.close()
+        context.term()
+
+
 def test_a_dead_collector_drops_and_counts_and_never_blocks() -> None:
     # Nobody listens: ZeroMQ queues a few batches, then refuses; emit never waits.
     handler = tracing_impl.CollectorHandler(
