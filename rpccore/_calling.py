@@ -195,12 +195,10 @@ class ClientPump(Pump, Generic[P]):
             raise RPCError("the client is closed")
         limit = self.timeout if isinstance(timeout, UseDefault) else timeout
         now = monotonic()
-        header: dict[str, Any] | None
-        span = None
-        if _tracing.ON and _tracing.traces(method):
+        if _tracing.ON:
             header, span = _tracing.client_begin(method, self.remote_name or self._endpoint_names)
         else:
-            header = outgoing_trace_header()
+            header, span = outgoing_trace_header(), None
         cid = self._client.start_call(
             method, args, now=now, timeout=limit, header=header, metadata=metadata
         )

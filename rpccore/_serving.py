@@ -106,12 +106,12 @@ class ServerPump(Pump, Generic[H]):
             func = resolve(self._server, self.service, event.channel, event.method)
             if func is not None:
                 self._start_handler(event, func)
-            elif _tracing.ON and _tracing.traces(event.method):
-                span = _tracing.server_begin(
-                    TraceContext.from_header(event.header), self.service.name, event.method
-                )
-                span.end(_tracing.ERROR, MethodNotFound("NameError", event.method, None))
-                span.emit()
+            elif _tracing.ON:
+                ctx = TraceContext.from_header(event.header)
+                span = _tracing.server_begin(ctx, self.service.name, event.method)
+                if span is not None:
+                    span.end(_tracing.ERROR, MethodNotFound("NameError", event.method, None))
+                    span.emit()
         elif type(event) is CreditGranted:
             self._credit_granted(event.channel)
 

@@ -58,7 +58,14 @@ import msgpack
 import zmq
 
 from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
-from ._trace import TraceContext, call_metadata, current_trace, new_root_ids, new_span_id
+from ._trace import (
+    TraceContext,
+    call_metadata,
+    current_trace,
+    new_root_ids,
+    new_span_id,
+    outgoing_trace_header,
+)
 
 LOGGER_NAME: Final = "rpccore.trace"
 ENV_COLLECTOR: Final = "ZEROGATE_COLLECTOR"
@@ -236,8 +243,17 @@ def _fit_row(row: Row) -> Row:
     return _fitted(row)
 
 
-# Our CollectorHandler while it alone listens on the logger, else None: see _route.
-_direct: CollectorHandler | None = None
+def _through_logging(span: _Span) -> None:
+    """Hand a closed span's record to ``logging`` (its handlers and filters)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(_log_record(_as_record(_fit_row(span.row())), span.remote))
+
+
+# Where a closed span goes, set by _route: every traced call calls it once on each side,
+# so while our collector alone listens it is that handler's take() itself (one call that
+# appends the span to a queue), else _through_logging.
+_ship: Callable[[_Span], None] = _through_logging
+_direct: CollectorHandler | None = None  # that handler, while it alone listens
 
 
 def _route() -> CollectorHandler | None:
@@ -247,9 +263,9 @@ def _route() -> CollectorHandler | None:
     goes through ``logging`` as it closes. Run when tracing is switched, and by the
     sender at every pass: a handler or filter added later gets every record from that
     pass on (the ones queued meanwhile included, then from the sender thread)."""
-    global _direct
+    global _direct, _ship
     collector, handlers = _collector, logger.handlers
-    solo = (
+    if (
         ON
         and collector is not None
         and len(handlers) == 1
@@ -257,33 +273,23 @@ def _route() -> CollectorHandler | None:
         and not logger.filters
         and not collector.filters
         and logger.isEnabledFor(logging.INFO)
-    )
-    _direct = collector if solo else None
+    ):
+        _direct, _ship = collector, collector.take
+    else:
+        _direct, _ship = None, _through_logging
     return _direct
 
 
-def _through_logging(span: _Span) -> None:
-    """Hand a closed span's record to ``logging`` (its handlers and filters)."""
-    if logger.isEnabledFor(logging.INFO):
-        logger.handle(_log_record(_as_record(_fit_row(span.row())), span.remote))
-
-
-def _ship(span: _Span, error: Any = None) -> None:
-    """A span closed: its record leaves (see _route); ``error``, if any, goes to the
-    error hooks. Every traced call runs this once on each side, so the usual case, our
-    collector alone, costs one call that appends the span to a queue."""
-    collector = _direct
-    if collector is not None:
-        collector.take(span)
-    else:
-        _through_logging(span)
-    if error is not None and _error_hooks:
-        record = _as_record(_fit_row(span.row()))
-        for hook in tuple(_error_hooks):
-            try:
-                hook(record, error)
-            except Exception:
-                _log.exception("a tracing error hook failed")
+def _to_hooks(span: _Span, error: Any) -> None:
+    """Give the error hooks a closed span's record and its error."""
+    if not _error_hooks:
+        return
+    record = _as_record(_fit_row(span.row()))
+    for hook in tuple(_error_hooks):
+        try:
+            hook(record, error)
+        except Exception:
+            _log.exception("a tracing error hook failed")
 
 
 def on_error(callback: ErrorHook) -> Callable[[], None]:
@@ -368,7 +374,9 @@ class ClientSpan(_Span):
         RemoteError received, for the error hooks."""
         self.t2 = time()
         self.out, self.exc = out, exc
-        _ship(self, error)
+        _ship(self)
+        if error is not None:
+            _to_hooks(self, error)
 
     def finish_failed(self, error: RPCError) -> None:
         """End as a failed call ends (CallFailed)."""
@@ -382,17 +390,14 @@ class ClientSpan(_Span):
             self.finish(ERROR, type(error).__name__)
 
 
+# A call is recorded while tracing is on, unless the caller asked for ``untraced()`` or it
+# is one of the protocol's built-ins (pings, introspection), which would bury the calls
+# that matter (a gateway pings every endpoint every heartbeat). client_begin and
+# server_begin check it in line: they run for every call.
 BUILTIN_PREFIX: Final = "_zerorpc_"
 
 
 _untraced: ContextVar[bool] = ContextVar("rpccore_untraced", default=False)
-
-
-def traces(method: str) -> bool:
-    """Whether a call of ``method`` is recorded now: tracing is on, the caller did not ask
-    for ``untraced()``, and it is not one of the protocol's built-ins (pings, introspection),
-    which would bury the calls that matter (a gateway pings every endpoint every heartbeat)."""
-    return ON and not method.startswith(BUILTIN_PREFIX) and not _untraced.get()
 
 
 @contextlib.contextmanager
@@ -406,9 +411,13 @@ def untraced() -> Iterator[None]:
         _untraced.reset(token)
 
 
-def client_begin(method: str, svc: str) -> tuple[dict[str, Any], ClientSpan]:
-    """The header of a call made now while tracing is on (a child of the current span,
-    or the root of a new trace, plus the context's call metadata), and its span."""
+def client_begin(method: str, svc: str) -> tuple[dict[str, Any] | None, ClientSpan | None]:
+    """The header of a call made now while tracing is on, and its span: a child of the
+    current span, or the root of a new trace, plus the context's call metadata. When the
+    call is not recorded (``traces``), the header ``outgoing_trace_header`` gives, and
+    no span."""
+    if method.startswith(BUILTIN_PREFIX) or _untraced.get():
+        return outgoing_trace_header(), None
     parent = current_trace.get()
     if parent is None:
         tid, sid = new_root_ids()
@@ -432,8 +441,11 @@ class ServerSpan(_Span):
     side = "server"
     error: Any  # what end() was told of an ERR
 
-    def __init__(self, ctx: TraceContext, remote: bool, svc: str, method: str) -> None:
-        self.ctx, self.remote, self.svc, self.method = ctx, remote, svc, method
+    def __init__(self, ctx: TraceContext | None, svc: str, method: str) -> None:
+        # Without a context (a zerorpc 0.6.3 client, say) the request starts a new trace.
+        self.remote = ctx is not None
+        self.ctx = TraceContext.new_root() if ctx is None else ctx
+        self.svc, self.method = svc, method
         self.t0 = time()
         self.t1 = self.n = self.exc = self.error = None
         self.t2 = 0.0
@@ -458,9 +470,12 @@ class ServerSpan(_Span):
     def emit(self) -> None:
         if not self.t2:  # ended without end(): abandoned
             self.t2 = time()
-        _ship(self, self.error)
-        if self.error is not None and self.out == ERROR:
-            _to_sentry(self, self.error)
+        _ship(self)
+        error = self.error
+        if error is not None:
+            _to_hooks(self, error)
+            if self.out == ERROR:
+                _to_sentry(self, error)
 
 
 class HttpSpan(ServerSpan):
@@ -477,7 +492,8 @@ def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str 
     400 up are errors named ``HTTP <status>``."""
     if not ON:
         return
-    span = HttpSpan(ctx, False, svc, what)
+    span = HttpSpan(ctx, svc, what)
+    span.remote = False
     span.t0 = t0
     span.t2 = time()
     if status < 400:
@@ -487,12 +503,13 @@ def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str 
     _ship(span)
 
 
-def server_begin(ctx: TraceContext | None, svc: str, method: str) -> ServerSpan:
-    """The span of a request whose header carried ``ctx``; without one (a zerorpc 0.6.3
-    client) the request starts a new trace. The handler runs under ``span.ctx``."""
-    if ctx is None:
-        return ServerSpan(TraceContext.new_root(), False, svc, method)
-    return ServerSpan(ctx, True, svc, method)
+def server_begin(ctx: TraceContext | None, svc: str, method: str) -> ServerSpan | None:
+    """The span of a request whose header carried ``ctx`` (None: it starts a new trace),
+    or None when the request is not recorded (``traces``). The handler runs under
+    ``span.ctx``."""
+    if method.startswith(BUILTIN_PREFIX) or _untraced.get():
+        return None
+    return ServerSpan(ctx, svc, method)
 
 
 # -- Sentry ---------------------------------------------------------------------------

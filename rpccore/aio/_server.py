@@ -108,9 +108,10 @@ class Server(ServerPump["asyncio.Task[None]"]):
         cid, conn = request.channel, self._server
         trace = TraceContext.from_header(request.header)
         span = None
-        if _tracing.ON and _tracing.traces(request.method):
+        if _tracing.ON:
             span = _tracing.server_begin(trace, self.service.name, request.method)
-            trace = span.ctx
+            if span is not None:
+                trace = span.ctx
         current_trace.set(trace)
         try:
             result = await run_method(func, request.args, self._executor)

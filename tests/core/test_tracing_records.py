@@ -487,22 +487,20 @@ def test_traced_carries_the_trace_into_a_thread() -> None:
     assert seen == [None, ctx]
 
 
-def test_protocol_built_ins_are_never_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rpccore import _tracing
+@pytest.mark.parametrize("method", ["_zerorpc_ping", "_zerorpc_inspect"])
+def test_protocol_built_ins_are_never_recorded(method: str) -> None:
+    header, span = tracing_impl.client_begin(method, "calc")
+    assert span is None
+    assert header is None  # no trace here: nothing to carry either
+    assert tracing_impl.server_begin(None, "calc", method) is None
+    assert tracing_impl.client_begin("add", "calc")[1] is not None
+    assert tracing_impl.server_begin(None, "calc", "add") is not None
 
-    monkeypatch.setattr(_tracing, "ON", True)
-    assert _tracing.traces("add")
-    assert not _tracing.traces("_zerorpc_ping")
-    assert not _tracing.traces("_zerorpc_inspect")
-    monkeypatch.setattr(_tracing, "ON", False)
-    assert not _tracing.traces("add")
 
-
-def test_untraced_calls_are_not_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rpccore import _tracing
+def test_untraced_calls_are_not_recorded() -> None:
     from rpccore.tracing import untraced
 
-    monkeypatch.setattr(_tracing, "ON", True)
     with untraced():
-        assert not _tracing.traces("trace")
-    assert _tracing.traces("trace")
+        assert tracing_impl.client_begin("trace", "calc")[1] is None
+        assert tracing_impl.server_begin(None, "calc", "trace") is None
+    assert tracing_impl.client_begin("trace", "calc")[1] is not None
