@@ -30,6 +30,11 @@ HEX16 = re.compile(r"[0-9a-f]{16}")
             {"trace_id": TRACE, "span_id": SPAN}, TraceContext(TRACE, SPAN), id="no-parent"
         ),
         pytest.param(
+            {"trace_id": "1" * 32, "span_id": "2" * 16},
+            TraceContext("1" * 32, "2" * 16),
+            id="ids-of-digits-only",
+        ),
+        pytest.param(
             {"trace_id": TRACE, "span_id": SPAN, "parent_span_id": "nope"},
             TraceContext(TRACE, SPAN),
             id="bad-parent-dropped",
@@ -67,6 +72,10 @@ def test_from_header(header: dict[str, Any], expected: TraceContext) -> None:
         pytest.param({"trace_id": TRACE[:-1]}, id="short-trace-id"),
         pytest.param({"trace_id": TRACE + "0"}, id="long-trace-id"),
         pytest.param({"trace_id": TRACE[:-1], "span_id": "0" + SPAN}, id="ids-that-join-well"),
+        pytest.param({"trace_id": TRACE[:-1] + "g", "span_id": SPAN}, id="a-letter-past-f"),
+        pytest.param({"trace_id": TRACE[:-1] + "F", "span_id": SPAN}, id="one-uppercase-digit"),
+        pytest.param({"trace_id": TRACE[:-2] + " a", "span_id": SPAN}, id="a-blank-inside"),
+        pytest.param({"trace_id": TRACE[:-1] + "é", "span_id": SPAN}, id="not-ascii"),
         pytest.param({"trace_id": TRACE.encode()}, id="bin-trace-id"),
         pytest.param({"trace_id": 42}, id="int-trace-id"),
         pytest.param({"trace_id": "0" * 32}, id="zero-trace-id"),
