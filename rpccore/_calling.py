@@ -265,17 +265,19 @@ class ClientPump(Pump, Generic[P]):
         elif type(event) is CallFailed:
             curve = self._curve
             pending.error = event.error if curve is None else curve.explain(event.error)
-        # Taken now, finished after waking the caller: the record never delays a reply,
-        # and a caller that closes the client when woken does not abandon this call.
+        # Ended before the caller is woken (a caller that goes on to end its own span, or
+        # to close the client, comes after), shipped after: the record never delays a reply.
         span = self._spans.pop(cid, None) if self._spans else None
-        self._delivered(cid, pending)
         if span is not None:
             if type(event) is Reply:
-                span.finish(_tracing.OK)
+                span.end(_tracing.OK)
             elif type(event) is StreamEnd:
-                span.finish(_tracing.STREAM)
+                span.end(_tracing.STREAM)
             elif type(event) is CallFailed:
-                span.finish_failed(event.error)
+                span.end_failed(event.error)
+        self._delivered(cid, pending)
+        if span is not None:
+            span.ship()
 
     def _delivered(self, cid: MessageId, pending: P) -> None:
         """Something arrived for ``pending``; by default, wake whoever waits for it."""

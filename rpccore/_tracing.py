@@ -352,9 +352,10 @@ class _Span:
 
 
 class ClientSpan(_Span):
-    """One call, as its client sees it: open from the request until ``finish``."""
+    """One call, as its client sees it: open from the request until ``end``; ``ship``
+    then sends its record (``finish`` does both)."""
 
-    __slots__ = ("par", "sid", "tid")
+    __slots__ = ("error", "par", "sid", "tid")
 
     side = "client"
 
@@ -369,25 +370,33 @@ class ClientSpan(_Span):
     def ids(self) -> tuple[str, str, str | None]:
         return self.tid, self.sid, self.par
 
-    def finish(self, out: str, exc: str | None = None, error: Any = None) -> None:
-        """The call ended, now, with outcome ``out``: ship its record. ``error``: the
-        RemoteError received, for the error hooks."""
+    def end(self, out: str, exc: str | None = None, error: Any = None) -> None:
+        """The call ended, now, with outcome ``out``. ``error``: the RemoteError received,
+        for the error hooks."""
         self.t2 = time()
-        self.out, self.exc = out, exc
-        _ship(self)
-        if error is not None:
-            _to_hooks(self, error)
+        self.out, self.exc, self.error = out, exc, error
 
-    def finish_failed(self, error: RPCError) -> None:
+    def end_failed(self, error: RPCError) -> None:
         """End as a failed call ends (CallFailed)."""
         if isinstance(error, TimeoutExpired):
-            self.finish(TIMEOUT)
+            self.end(TIMEOUT)
         elif isinstance(error, LostRemote):
-            self.finish(LOST)
+            self.end(LOST)
         elif isinstance(error, RemoteError):
-            self.finish(ERROR, error.name, error)
+            self.end(ERROR, error.name, error)
         else:
-            self.finish(ERROR, type(error).__name__)
+            self.end(ERROR, type(error).__name__)
+
+    def ship(self) -> None:
+        """Send the ended span's record (and its error to the error hooks)."""
+        _ship(self)
+        if self.error is not None:
+            _to_hooks(self, self.error)
+
+    def finish(self, out: str) -> None:
+        """End now with ``out`` and ship."""
+        self.end(out)
+        self.ship()
 
 
 # A call is recorded while tracing is on, unless the caller asked for ``untraced()`` or it

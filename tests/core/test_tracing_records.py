@@ -118,7 +118,9 @@ def test_how_a_failed_call_is_recorded(
     records: Records, error: rpccore.RPCError, out: str, exc: str | None
 ) -> None:
     _, span = tracing_impl.client_begin("add", "calc")
-    span.finish_failed(error)
+    assert span is not None
+    span.end_failed(error)
+    span.ship()
     [record] = records.records
     assert (record["out"], record["exc"]) == (out, exc)
     assert record["t1"] is (None if out in ("timeout", "lost") else record["t2"])
@@ -382,7 +384,8 @@ def test_error_hooks_see_every_err_and_cannot_break_calls(records: Records) -> N
         span.emit()
         _, client = tracing_impl.client_begin("get", "calc")
         remote = RemoteError("KeyError", "k", None)
-        client.finish_failed(remote)
+        client.end_failed(remote)
+        client.ship()
         ok = tracing_impl.server_begin(None, "calc", "get")
         ok.end(tracing.OK)
         ok.emit()

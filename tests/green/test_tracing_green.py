@@ -95,6 +95,9 @@ def test_records_link_into_a_call_tree(records: Records, method: str) -> None:
     assert back_client["par"] == front["sid"]
     assert back["sid"] == back_client["sid"] == b_span
     assert all(r["out"] == "ok" and r["proc"] == "green-test" for r in records.records)
+    # Each span lies within its parent's: a caller's span ends after its callee's.
+    for parent, child in ((root, front), (front, back_client), (back_client, back)):
+        assert parent["t0"] <= child["t0"] <= child["t2"] <= parent["t2"], (parent, child)
 
 
 def test_a_plain_spawn_starts_a_new_trace(records: Records) -> None:
