@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from typing import Any, Final
 
 import msgpack
 
-from rpccore.tracing import BATCH_VERSION, ROW_FIELDS
+from rpccore.tracing import BATCH_VERSION, ROW_FIELDS, is_lowercase_hex
 
 from .metrics import DURATION_BUCKETS
 
@@ -72,9 +71,6 @@ MAX_PID: Final = 2**32 - 1
 # one for anything slower.
 BUCKETS: Final = DURATION_BUCKETS
 QUANTILES: Final = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-
-_TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
-_SPAN_ID: Final = re.compile(r"[0-9a-f]{16}")
 
 
 class Side(StrEnum):
@@ -183,12 +179,14 @@ def _decode_rows(batch: list[Any]) -> tuple[list[Record], int]:
     rows = batch[4] if len(batch) == 5 and type(batch[4]) is list else None
     if batch[0] != BATCH_VERSION or rows is None:
         return [], len(rows) if rows else 1
-    proc, host, pid = batch[1], batch[2], batch[3]
+    sender = _sender(batch[1], batch[2], batch[3])
+    if sender is None:
+        return [], len(rows)
     records = []
     width = len(ROW_FIELDS)
     for row in rows:
         if type(row) is list and len(row) == width:
-            record = _checked(row, proc, host, pid)
+            record = _checked(row, sender)
             if record is not None:
                 records.append(record)
     return records, len(rows) - len(records)
@@ -202,15 +200,28 @@ def parse_record(item: object) -> Record | None:
     get = item.get
     if get("v") != RECORD_VERSION or type(get("v")) is not int:
         return None
-    return _checked([get(name) for name in ROW_FIELDS], get("proc"), get("host"), get("pid"))
-
-
-def _checked(row: Sequence[Any], proc: Any, host: Any, pid: Any) -> Record | None:
-    """A ``Record`` of a row's values (ROW_FIELDS, in order) and its sender's, or None."""
-    tid, sid, par, side, svc, m, t0, t1, t2, out, exc, count = row
-    if not (_is_id(tid, 32, _TRACE_ID) and _is_id(sid, 16, _SPAN_ID)):
+    sender = _sender(get("proc"), get("host"), get("pid"))
+    if sender is None:
         return None
-    if par is not None and not _is_id(par, 16, _SPAN_ID):
+    return _checked([get(name) for name in ROW_FIELDS], sender)
+
+
+Sender = tuple[str, str, int]  # proc, host, pid: checked, clipped, interned
+
+
+def _sender(proc: Any, host: Any, pid: Any) -> Sender | None:
+    """Who sent records, checked once per batch; None if invalid."""
+    if not (type(pid) is int and 0 <= pid <= MAX_PID):
+        return None
+    if type(proc) is not str or type(host) is not str:
+        return None
+    return sys.intern(clip(proc, MAX_PROCESS_BYTES)), sys.intern(clip(host, MAX_HOST_BYTES)), pid
+
+
+def _checked(row: Sequence[Any], sender: Sender) -> Record | None:
+    """A ``Record`` of a row's values (ROW_FIELDS, in order) and its sender, or None."""
+    tid, sid, par, side, svc, m, t0, t1, t2, out, exc, count = row
+    if not _are_ids(tid, sid, par):
         return None
     if type(side) is not str or type(out) is not str:
         return None
@@ -228,10 +239,7 @@ def _checked(row: Sequence[Any], proc: Any, host: Any, pid: Any) -> Record | Non
         return None
     if count is not None and not (type(count) is int and 0 <= count <= MAX_COUNT):
         return None
-    if not (type(pid) is int and 0 <= pid <= MAX_PID):
-        return None
-    if type(proc) is not str or type(host) is not str:
-        return None
+    proc, host, pid = sender
     return Record(
         tid,
         sid,
@@ -245,14 +253,23 @@ def _checked(row: Sequence[Any], proc: Any, host: Any, pid: Any) -> Record | Non
         out_member,
         None if exc is None else clip(exc, MAX_EXCEPTION_BYTES),
         count,
-        sys.intern(clip(proc, MAX_PROCESS_BYTES)),
-        sys.intern(clip(host, MAX_HOST_BYTES)),
+        proc,
+        host,
         pid,
     )
 
 
-def _is_id(value: object, length: int, pattern: re.Pattern[str]) -> bool:
-    return type(value) is str and len(value) == length and pattern.fullmatch(value) is not None
+def _are_ids(tid: object, sid: object, par: object) -> bool:
+    """A trace id (32 lowercase hex), a span id (16) and a parent span id (16, or None)."""
+    if type(tid) is not str or type(sid) is not str or len(tid) != 32 or len(sid) != 16:
+        return False
+    if par is None:
+        ids = tid + sid
+    elif type(par) is str and len(par) == 16:
+        ids = tid + sid + par
+    else:
+        return False
+    return is_lowercase_hex(ids)
 
 
 def _is_time(value: object) -> bool:

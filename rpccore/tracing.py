@@ -14,6 +14,7 @@ greenlets a handler starts stay in its trace through ``rpccore.traced(fn)`` and
 by themselves.
 """
 
+from ._trace import is_lowercase_hex
 from ._tracing import (
     ABANDONED,
     BATCH_VERSION,
@@ -56,6 +57,7 @@ __all__ = [
     "disable",
     "enable",
     "is_enabled",
+    "is_lowercase_hex",
     "on_error",
     "traced",
     "untraced",
