@@ -175,21 +175,7 @@ def test_a_real_sender_batch_decodes() -> None:
     sock, handler._sock = handler._sock, _Capture(sent)
     try:
         t0 = time.time()
-        fields = {
-            "tid": TID,
-            "sid": SID,
-            "par": None,
-            "side": "server",
-            "svc": "calc",
-            "m": "add",
-            "t0": t0,
-            "t1": t0 + 0.001,
-            "t2": t0 + 0.001,
-            "out": "ok",
-            "exc": None,
-            "n": None,
-        }
-        handler.put(tuple(fields[name] for name in ROW_FIELDS))
+        handler.put(tuple(as_row(wire_record(t0=t0, t1=t0 + 0.001, t2=t0 + 0.001))))
         handler._send_queued()
     finally:
         handler._sock = sock
