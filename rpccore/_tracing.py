@@ -29,7 +29,9 @@ On the wire to the collector (``CollectorHandler``) a record travels as a ROW, t
 of ``ROW_FIELDS`` in order, and a batch says who sent its rows once: a msgpack array
 ``[BATCH_VERSION, proc, host, pid, [row, ...]]``. Rows, not maps: while the collector is the
 only handler, records are never made into dicts at all, and a batch packs three times
-faster and a third smaller (what a traced call costs is mostly this; ``bench/rpc.py``).
+faster and a third smaller. Nor does the call make the row then: it queues its closed span,
+and the handler's sender thread makes and packs the rows of a batch (``_route``), so a
+traced call pays one append for its record (``bench/rpc.py`` measures what is left).
 
 The logger is the seam: ``CollectorHandler`` PUSHes batches to ``zerogate collector``,
 ``OpenTelemetryHandler`` turns records into OpenTelemetry spans, and a user can add any
