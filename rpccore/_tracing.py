@@ -425,8 +425,8 @@ def untraced() -> Iterator[None]:
 def client_begin(method: str, svc: str) -> tuple[dict[str, Any] | None, ClientSpan | None]:
     """The header of a call made now while tracing is on, and its span: a child of the
     current span, or the root of a new trace, plus the context's call metadata. When the
-    call is not recorded (``traces``), the header ``outgoing_trace_header`` gives, and
-    no span."""
+    call is not recorded (see BUILTIN_PREFIX), the header ``outgoing_trace_header`` gives,
+    and no span."""
     if method.startswith(BUILTIN_PREFIX) or _untraced.get():
         return outgoing_trace_header(), None
     parent = current_trace.get()
@@ -516,7 +516,7 @@ def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str 
 
 def server_begin(ctx: TraceContext | None, svc: str, method: str) -> ServerSpan | None:
     """The span of a request whose header carried ``ctx`` (None: it starts a new trace),
-    or None when the request is not recorded (``traces``). The handler runs under
+    or None when the request is not recorded (see BUILTIN_PREFIX). The handler runs under
     ``span.ctx``."""
     if method.startswith(BUILTIN_PREFIX) or _untraced.get():
         return None
@@ -671,17 +671,17 @@ class CollectorHandler(logging.Handler):
     ``emit`` only appends the record's packed row to a queue, and while this handler alone
     listens, closed spans are queued as they are (``take``: see ``_route``). A sender
     thread, started with the handler, makes and packs the spans' rows and sends what is
-    queued every ``interval`` seconds (sooner once a quarter of
-    ``max_buffered`` records wait; while none come, it waits longer each time, up to
-    ``IDLE_INTERVAL``), in batches of ``batch_size`` rows (see the module doc), on its own
-    PUSH socket, with NOBLOCK: when the collector is dead or slow, ZeroMQ queues ``high_water_mark``
-    batches, then batches are dropped and counted in ``dropped``, as are records that find
-    the queue full. The socket lives on a context of its own and is used by the sender
-    thread only; with gevent's monkey patching the thread is a greenlet, and NOBLOCK sends
-    never block the hub either. The thread starts with the handler, not at the first
-    record: starting a thread waits for it, which gevent's hub (where a green client's
-    replies arrive) must never do. ``close`` (run by ``logging.shutdown`` at exit) gives
-    the last records ``close_timeout`` seconds to leave.
+    queued every ``interval`` seconds (sooner once a quarter of ``max_buffered`` records
+    wait; while none come, it waits longer each time, up to ``IDLE_INTERVAL``), in batches
+    of ``batch_size`` rows (see the module doc), on its own PUSH socket, with NOBLOCK: when
+    the collector is dead or slow, ZeroMQ queues ``high_water_mark`` batches, then batches
+    are dropped and counted in ``dropped``, as are records that find the queue full. The
+    socket lives on a context of its own and is used by the sender thread only; with
+    gevent's monkey patching the thread is a greenlet, and NOBLOCK sends never block the
+    hub either. The thread starts with the handler, not at the first record: starting a
+    thread waits for it, which gevent's hub (where a green client's replies arrive) must
+    never do. ``close`` (run by ``logging.shutdown`` at exit) gives the last records
+    ``close_timeout`` seconds to leave.
     """
 
     def __init__(
@@ -702,8 +702,8 @@ class CollectorHandler(logging.Handler):
         self._max = max_buffered
         self._close_timeout = close_timeout
         self._records: deque[bytes | _Span] = deque()  # packed rows, closed spans
-        # Woken by put() and take() only when the queue fills up: waking it for every batch made the
-        # calling thread hand the GIL over that often.
+        # Woken by put() and take() only when the queue fills up: waking it for every batch
+        # made the calling thread hand the GIL over that often.
         self._wake_at = max(batch_size, max_buffered // 4)
         self._full = 0  # dropped: the queue was full
         self._refused = 0  # dropped: ZeroMQ would not take them
