@@ -91,6 +91,7 @@ class Pump:
         self._drain_scheduled = False
         self._flush_scheduled = False
         self._reading = False  # inside _on_readable's loop
+        self._more = 0  # while reading: another message waits (POLLIN) or not (0)
         self._held = 0  # replies queued since the last flush (_flush_reply)
         self._held_since = 0.0
         self._retry: Handle | None = None
@@ -202,13 +203,19 @@ class Pump:
         if self._closed:
             return
         sock, on_message = self._sock, self._on_message
+        more = sock.getsockopt(EVENTS) & POLLIN
         self._reading = True
         try:
             for _ in range(_BATCH):
                 # A handler run by on_message may close us; then stop reading.
-                if self._closed or not sock.getsockopt(EVENTS) & POLLIN:
+                if self._closed or not more:
                     break
-                on_message(recv_frames(sock), monotonic())
+                frames = recv_frames(sock)
+                # Whether another message waits, asked once: for this loop, and for the
+                # reply of the handler on_message may run (_flush_reply). One that comes
+                # while the handler runs is drained next time (_flush looks at the end).
+                more = self._more = sock.getsockopt(EVENTS) & POLLIN
+                on_message(frames, monotonic())
             else:
                 self._schedule_drain(after_io=True)  # more is waiting: let others run first
         finally:
@@ -224,7 +231,7 @@ class Pump:
         the first has waited REPLY_HOLD seconds. Sent one by one, each reply woke ZeroMQ's
         I/O thread, which shares the core: with 64 calls in flight, batching them gave a
         fifth more calls a second. A lone request's reply leaves at once."""
-        if self._reading and self._sock.getsockopt(EVENTS) & POLLIN:
+        if self._reading and self._more:
             now = monotonic()
             if not self._held:
                 self._held_since = now
