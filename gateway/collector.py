@@ -154,27 +154,36 @@ class Collector:
             await self.start()
         pull = self._pull
         assert pull is not None
+        self._ready = asyncio.Event()
+        while not self._stopping:
+            records, more = self._drain(pull)
+            if records:
+                await self._store(records)
+            if more:
+                continue
+            if records and self.linger:
+                # Let records gather: one store a linger rather than one per message
+                # (senders send every 20 ms each) wakes this process and Redis less,
+                # and puts a call's client and server records in the same write.
+                await asyncio.sleep(self.linger)
+                continue
+            await self._readable(pull)
+
+    async def _readable(self, pull: zmq.Socket[bytes]) -> None:
+        """Wait until a message may be waiting (or ``stop()``). The descriptor is watched
+        only here: it stays readable until the socket is read, so watched while records
+        linger or a store is written, it woke the loop without end: at 40k records/s,
+        23 us of CPU per record where the records need 5 to 7."""
+        ready = self._ready
+        assert ready is not None
+        ready.clear()
         loop = asyncio.get_running_loop()
-        ready = self._ready = asyncio.Event()
         fd = cast(int, pull.getsockopt(zmq.FD))
         loop.add_reader(fd, ready.set)
         try:
-            while not self._stopping:
-                records, more = self._drain(pull)
-                if records:
-                    await self._store(records)
-                if more:
-                    continue
-                if records and self.linger:
-                    # Let records gather: one store a linger rather than one per message
-                    # (senders send every 20 ms each) wakes this process and Redis less,
-                    # and puts a call's client and server records in the same write.
-                    await asyncio.sleep(self.linger)
-                    continue
-                # ZeroMQ's descriptor signals edges: clear, then look again before waiting.
-                ready.clear()
-                if not cast(int, pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    await ready.wait()
+            # ZeroMQ's descriptor signals edges: look again once watched, before waiting.
+            if not self._stopping and not cast(int, pull.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                await ready.wait()
         finally:
             loop.remove_reader(fd)
 

@@ -130,6 +130,31 @@ async def test_garbage_is_counted_and_never_stops_the_collector() -> None:
         await collector.aclose()
 
 
+@run_async
+async def test_a_lingering_collector_does_not_spin() -> None:
+    # While records gather (linger) the collector must sleep, even with a message waiting:
+    # it once kept watching the socket's descriptor, which stays readable until read, and
+    # the loop woke without end: a core's worth of CPU.
+    collector = await started(linger=1.0)
+    runner = asyncio.create_task(collector.run())
+    assert collector.endpoint is not None
+    try:
+        with Sender(collector.endpoint) as sender:
+            sender.send(pack(call_records(1, 1)))
+            await wait_until(lambda: collector.stored == 2)  # then it lingers for 1 s
+            cpu = time.thread_time()
+            sender.send(pack(call_records(2, 2)))
+            await asyncio.sleep(0.4)
+            spent = time.thread_time() - cpu
+            assert collector.stored == 2  # still lingering
+            assert spent < 0.1, f"{spent:.3f} s of CPU in 0.4 s of lingering"
+            await wait_until(lambda: collector.stored == 4)
+    finally:
+        collector.stop()
+        await runner
+        await collector.aclose()
+
+
 class FailingStore(MemoryTraceStore):
     async def add(self, records: Any) -> int:
         from gateway.trace_store import StoreUnavailable
