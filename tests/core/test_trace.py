@@ -11,6 +11,7 @@ from vectors import load
 
 from rpccore import TraceContext, call_metadata, current_trace
 from rpccore._trace import outgoing_trace_header
+from rpccore.tracing import is_lowercase_hex
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -92,6 +93,29 @@ def test_from_header(header: dict[str, Any], expected: TraceContext) -> None:
 )
 def test_invalid_or_missing_context_is_ignored(header: dict[str, Any]) -> None:
     assert TraceContext.from_header(header) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (TRACE, True),
+        ("00", True),
+        ("1234", True),
+        ("", False),
+        ("a", False),
+        ("abc", False),
+        ("AB", False),
+        ("aB", False),
+        ("ab cd", False),
+        (" ab", False),
+        ("ab\n", False),
+        ("g0", False),
+        ("é1", False),
+        ("\uff10\uff11", False),  # fullwidth digits: digits to Unicode, not hex
+    ],
+)
+def test_is_lowercase_hex(text: str, expected: bool) -> None:
+    assert is_lowercase_hex(text) is expected
 
 
 @pytest.mark.parametrize("bad_span", [None, 7, "short", SPAN.upper(), SPAN + "00", SPAN.encode()])
