@@ -230,25 +230,10 @@ def _log_record(record: dict[str, Any], remote_parent: bool) -> logging.LogRecor
     return log_record
 
 
-def _fit_row(row: Row) -> Row:
-    """``row``, shortened if it may not keep to MAX_RECORD_BYTES."""
-    svc, method, exc, n = row[4], row[5], row[10], row[11]
-    # Short ASCII names fit as they are (nearly always): no call to _fitted for them.
-    if (
-        len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
-        and svc.isascii()
-        and method.isascii()
-        and (exc is None or exc.isascii())
-        and (n is None or n <= _MAX_COUNT)
-    ):
-        return row
-    return _fitted(row)
-
-
 def _through_logging(span: _Span) -> None:
     """Hand a closed span's record to ``logging`` (its handlers and filters)."""
     if logger.isEnabledFor(logging.INFO):
-        logger.handle(_log_record(_as_record(_fit_row(span.row())), span.remote))
+        logger.handle(_log_record(_as_record(span.row()), span.remote))
 
 
 # Where a closed span goes, set by _route: every traced call calls it once on each side,
@@ -286,7 +271,7 @@ def _to_hooks(span: _Span, error: Any) -> None:
     """Give the error hooks a closed span's record and its error."""
     if not _error_hooks:
         return
-    record = _as_record(_fit_row(span.row()))
+    record = _as_record(span.row())
     for hook in tuple(_error_hooks):
         try:
             hook(record, error)
@@ -342,7 +327,8 @@ class _Span:
         raise NotImplementedError
 
     def row(self) -> Row:
-        """The closed span's ROW (its names not yet fitted: ``_fit_row``)."""
+        """The closed span's ROW, its names shortened if they may not keep to
+        MAX_RECORD_BYTES."""
         tid, sid, par = self.ids()
         t1, n, out = self.t1, self.n, self.out
         if t1 is None and out in (OK, ERROR, STREAM):
@@ -350,7 +336,17 @@ class _Span:
         if n is None and out == STREAM:
             n = 0
         svc, method, exc = self.svc, self.method, self.exc
-        return (tid, sid, par, self.side, svc, method, self.t0, t1, self.t2, out, exc, n)
+        row = (tid, sid, par, self.side, svc, method, self.t0, t1, self.t2, out, exc, n)
+        # Short ASCII names fit as they are (nearly always): no call to _fitted for them.
+        if (
+            len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
+            and svc.isascii()
+            and method.isascii()
+            and (exc is None or exc.isascii())
+            and (n is None or n <= _MAX_COUNT)
+        ):
+            return row
+        return _fitted(row)
 
 
 class ClientSpan(_Span):
@@ -816,25 +812,16 @@ class CollectorHandler(logging.Handler):
         # if that changed (our emit() queues them again, as packed rows).
         alone = _route() is self
         records, sock = self._records, self._sock
-        sender = _ident.batch_header
         while records:
-            # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
-            # from its packed parts.
-            parts = [sender, b""]
-            for _ in range(min(len(records), self._batch)):
-                item = records.popleft()
-                if not isinstance(item, bytes):
-                    packed = self._packed(item, alone)
-                    if packed is None:
-                        continue
-                    item = packed
-                parts.append(item)
-            count = len(parts) - 2
+            items = [records.popleft() for _ in range(min(len(records), self._batch))]
+            rows, count = self._packed_rows(items, alone)
             if not count:
                 continue
-            parts[1] = _packer.pack_array_header(count)
+            # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
+            # from its packed parts.
+            header = _ident.batch_header + _packer.pack_array_header(count)
             try:
-                sock.send(b"".join(parts), zmq.NOBLOCK)
+                sock.send(b"".join([header, *rows]), zmq.NOBLOCK)
             except zmq.Again:
                 self._refused += count
                 continue
@@ -844,17 +831,36 @@ class CollectorHandler(logging.Handler):
                 continue
             self.sent += count
 
-    def _packed(self, span: _Span, alone: bool) -> bytes | None:
-        """A queued span's packed row, or None if it went through logging instead (or
-        could not be packed: counted)."""
+    def _packed_rows(self, items: list[bytes | _Span], alone: bool) -> tuple[list[bytes], int]:
+        """(the packed rows of queued items, in a few parts; how many rows). Rows queued by
+        put() are packed already; the spans' rows are packed in one call, as one array
+        whose header is cut off. When we are not alone, spans go through logging instead."""
+        parts = [item for item in items if isinstance(item, bytes)]
+        spans = [item for item in items if isinstance(item, _Span)]
         if not alone:
-            _through_logging(span)
-            return None
+            for span in spans:
+                _through_logging(span)
+            return parts, len(parts)
+        if not spans:
+            return parts, len(parts)
         try:
-            packed: bytes = _pack(_fit_row(span.row()))
-        except (TypeError, ValueError, OverflowError):
-            self._refused += 1
-            return None
+            rows = [span.row() for span in spans]
+            packed = _pack(rows)
+        except (TypeError, ValueError, OverflowError):  # a name msgpack cannot take, say
+            parts += self._packed_one_by_one(spans)
+            return parts, len(parts)
+        count = len(parts) + len(rows)
+        parts.append(packed[len(_packer.pack_array_header(len(rows))) :])
+        return parts, count
+
+    def _packed_one_by_one(self, spans: list[_Span]) -> list[bytes]:
+        """Each span's row packed alone; one that cannot be is dropped and counted."""
+        packed = []
+        for span in spans:
+            try:
+                packed.append(_pack(span.row()))
+            except (TypeError, ValueError, OverflowError):
+                self._refused += 1
         return packed
 
 

@@ -360,6 +360,39 @@ def test_a_row_msgpack_cannot_pack_is_counted_and_never_raises() -> None:
         assert handler.dropped == 1
 
 
+def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context, pull, endpoint = pull_socket()
+    try:
+        handler = tracing.enable(endpoint, process_name="spans")
+        assert handler is not None
+        # Its sender thread goes to sleep for a minute; this test makes the pass.
+        handler._interval = handler._pause = 60.0
+        handler.flush()
+        time.sleep(0.2)
+        monkeypatch.setattr(logging.getLogger(tracing.LOGGER_NAME), "handlers", [handler])
+        assert tracing_impl._route() is handler
+        spans = [
+            tracing_impl.ClientSpan(TRACE, f"{n:016x}", None, "calc", "add") for n in (1, 2, 3)
+        ]
+        for span in spans:
+            span.end(tracing.OK)
+            handler.take(span)
+        spans[1].method = 42  # type: ignore[assignment]  # its row cannot be made
+        handler.put(spans[0].row())  # a row queued packed, as emit() queues one
+        handler._send_queued()
+        pull.setsockopt(zmq.RCVTIMEO, 5000)
+        got = unpack_batch(pull.recv())
+        assert sorted(record["sid"] for record in got) == [spans[0].sid, spans[0].sid, spans[2].sid]
+        assert {record["proc"] for record in got} == {"spans"}
+        assert (handler.sent, handler.dropped) == (3, 1)
+    finally:
+        tracing.disable()
+        pull.close()
+        context.term()
+
+
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:
     with pytest.raises(zmq.ZMQError):
         tracing.enable("nonsense://x")
