@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -51,6 +50,7 @@ import zmq.asyncio
 from rpccore._sockets import plain_context
 from rpccore.aio import Server
 
+from . import heap
 from .config import (
     ENV_VAR,
     Config,
@@ -69,9 +69,9 @@ DEFAULT_COLLECTOR: Final = "tcp://127.0.0.1:5570"
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024  # bytes: thousands of records per message
 DEFAULT_BATCH: Final = 5000  # records written to the store at once, at most
 DEFAULT_LINGER: Final = 0.1  # seconds records gather between stores (when not flooded)
-# Allocations between two young-generation collections (Python's default: 700). The
-# collector makes a dozen objects per record, which live until their batch is stored and are
-# never in cycles: collected every 60 records they cost a sixth of its CPU.
+# Allocations between two young-generation collections (Python's default: 700; see
+# gateway.heap). The collector makes a dozen objects per record, which live until their batch
+# is stored and are never in cycles: collected every 60 records they cost a sixth of its CPU.
 GC_THRESHOLD: Final = 10_000
 RECEIVE_HWM: Final = 1000  # messages ZeroMQ queues for us while a batch is being written
 WARNING_INTERVAL: Final = 60.0  # seconds between two warnings about the same problem
@@ -416,9 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     collector = Collector(store_from_config(tracing), bind=bind, query=query)
-    # What was made to start is kept for good: no collection looks at it again.
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    heap.settle(GC_THRESHOLD)  # what was made to start is kept for good
     try:
         # uvloop when it is there (uvicorn[standard] brings it): the collector spends most
         # of its time in the event loop, talking to Redis.

@@ -1,4 +1,5 @@
-"""The garbage collector's settings for a serving gateway process (``zerogate serve``).
+"""The garbage collector's settings for a serving process (``zerogate serve``, ``zerogate
+collector``).
 
 Two facts about a gateway make CPython's defaults a poor fit, and cost about 6 us of CPU
 per request (~6%: ``bench/gateway.py``, 64 connections):
@@ -13,7 +14,8 @@ per request (~6%: ``bench/gateway.py``, 64 connections):
   garbage still waits at most that long.
 
 Only the process that serves calls ``settle``: an app embedded in another program (a test,
-``zerogate demo``) leaves that program's collector alone.
+``zerogate demo``) leaves that program's collector alone. ``zerogate collector`` settles with a
+threshold of its own (``gateway.collector.GC_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from typing import Final
 GEN0_THRESHOLD: Final = 5_000
 
 
-def settle() -> None:
-    """Collect once, freeze what survives start-up, and raise the generation-0 threshold
-    (the older generations keep theirs)."""
+def settle(gen0: int = GEN0_THRESHOLD) -> None:
+    """Collect once, freeze what survives start-up, and raise the generation-0 threshold to
+    ``gen0`` (the older generations keep theirs)."""
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+    gc.set_threshold(gen0, gen1, gen2)

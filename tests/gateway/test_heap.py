@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import heap
+from gateway import collector, heap
 from gateway.app import create_app
 from gateway.config import parse_config
 
@@ -43,6 +43,8 @@ def test_settle_freezes_the_heap_and_raises_only_the_first_threshold(restored_gc
     heap.settle()
     assert gc.get_threshold() == (heap.GEN0_THRESHOLD, 11, 12)
     assert gc.get_freeze_count() > 1000  # at least this test's modules
+    heap.settle(collector.GC_THRESHOLD)  # what zerogate collector settles with
+    assert gc.get_threshold() == (collector.GC_THRESHOLD, 11, 12)
 
 
 def test_the_served_app_settles_once_started(restored_gc: None) -> None:
