@@ -193,6 +193,34 @@ def unpack_batch(message: bytes) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+@contextmanager
+def collector_alone(
+    monkeypatch: pytest.MonkeyPatch,
+    process_name: str | None = None,
+    *,
+    passes_by_hand: bool = False,
+) -> Iterator[tuple[tracing_impl.CollectorHandler, Any]]:
+    """Tracing on, shipping to a PULL socket (5 s timeout), our collector handler the only one
+    on the logger (other tests' capture handlers aside): the fast path. ``passes_by_hand``:
+    its sender thread sleeps for a minute, and the test makes the passes."""
+    context, pull, endpoint = pull_socket()
+    pull.setsockopt(zmq.RCVTIMEO, 5000)
+    try:
+        handler = tracing.enable(endpoint, process_name=process_name)
+        assert handler is not None
+        if passes_by_hand:
+            handler._interval = handler._pause = 60.0
+            handler.flush()
+            time.sleep(0.2)
+        monkeypatch.setattr(logging.getLogger(tracing.LOGGER_NAME), "handlers", [handler])
+        assert tracing_impl._route() is handler
+        yield handler, pull
+    finally:
+        tracing.disable()
+        pull.close()
+        context.term()
+
+
 def test_records_reach_the_collector_in_batches(records: Records) -> None:
     context, pull, endpoint = pull_socket()
     try:
@@ -218,14 +246,8 @@ def test_records_reach_the_collector_in_batches(records: Records) -> None:
 def test_with_only_the_collector_listening_rows_go_straight_and_say_the_same(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    context, pull, endpoint = pull_socket()
-    try:
-        handler = tracing.enable(endpoint, process_name="rows-only")
-        assert handler is not None
-        # The collector alone (other tests' capture handlers aside): the fast path.
-        monkeypatch.setattr(logging.getLogger(tracing.LOGGER_NAME), "handlers", [handler])
+    with collector_alone(monkeypatch, "rows-only") as (_, pull):
         server_record()
-        pull.setsockopt(zmq.RCVTIMEO, 5000)
         [record] = unpack_batch(pull.recv())
         assert set(record) == KEYS
         assert (record["tid"], record["sid"], record["par"]) == (TRACE, SPAN, PARENT)
@@ -236,48 +258,32 @@ def test_with_only_the_collector_listening_rows_go_straight_and_say_the_same(
             "ok",
         )
         assert (record["proc"], record["pid"]) == ("rows-only", os.getpid())
-    finally:
-        tracing.disable()
-        pull.close()
-        context.term()
 
 
 def test_a_handler_added_while_the_collector_listens_alone_gets_every_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    context, pull, endpoint = pull_socket()
     trace_logger = logging.getLogger(tracing.LOGGER_NAME)
     late = Records()
-    try:
-        handler = tracing.enable(endpoint)
-        assert handler is not None
-        # Its sender thread goes to sleep for a minute; this test makes the passes.
-        handler._interval = handler._pause = 60.0
-        handler.flush()
-        time.sleep(0.2)
-        monkeypatch.setattr(trace_logger, "handlers", [handler])
-        tracing_impl._route()
-        assert tracing_impl._direct is handler  # the fast path: spans queued as they are
-        server_record()
-        trace_logger.addHandler(late)
-        server_record()  # queued too: no pass has looked at the logger since
-        assert late.records == []
-        handler._send_queued()  # the pass sees the new handler: both go through logging
-        assert len(late.records) == 2
-        assert tracing_impl._direct is None
-        server_record()  # from now on, through logging at once
-        assert len(late.records) == 3
-        handler._send_queued()
-        pull.setsockopt(zmq.RCVTIMEO, 5000)
-        got: list[dict[str, Any]] = []
-        while len(got) < 3:  # the collector gets each record once, too
-            got += unpack_batch(pull.recv())
-        assert got == late.records
-    finally:
-        trace_logger.removeHandler(late)
-        tracing.disable()
-        pull.close()
-        context.term()
+    with collector_alone(monkeypatch, passes_by_hand=True) as (handler, pull):
+        try:
+            assert tracing_impl._direct is handler  # the fast path: spans queued as they are
+            server_record()
+            trace_logger.addHandler(late)
+            server_record()  # queued too: no pass has looked at the logger since
+            assert late.records == []
+            handler._send_queued()  # the pass sees the new handler: both go through logging
+            assert len(late.records) == 2
+            assert tracing_impl._direct is None
+            server_record()  # from now on, through logging at once
+            assert len(late.records) == 3
+            handler._send_queued()
+            got: list[dict[str, Any]] = []
+            while len(got) < 3:  # the collector gets each record once, too
+                got += unpack_batch(pull.recv())
+            assert got == late.records
+        finally:
+            trace_logger.removeHandler(late)
 
 
 def test_a_dead_collector_drops_and_counts_and_never_blocks() -> None:
@@ -363,16 +369,7 @@ def test_a_row_msgpack_cannot_pack_is_counted_and_never_raises() -> None:
 def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    context, pull, endpoint = pull_socket()
-    try:
-        handler = tracing.enable(endpoint, process_name="spans")
-        assert handler is not None
-        # Its sender thread goes to sleep for a minute; this test makes the pass.
-        handler._interval = handler._pause = 60.0
-        handler.flush()
-        time.sleep(0.2)
-        monkeypatch.setattr(logging.getLogger(tracing.LOGGER_NAME), "handlers", [handler])
-        assert tracing_impl._route() is handler
+    with collector_alone(monkeypatch, "spans", passes_by_hand=True) as (handler, pull):
         spans = [
             tracing_impl.ClientSpan(TRACE, f"{n:016x}", None, "calc", "add") for n in (1, 2, 3)
         ]
@@ -382,15 +379,10 @@ def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
         spans[1].method = 42  # type: ignore[assignment]  # its row cannot be made
         handler.put(spans[0].row())  # a row queued packed, as emit() queues one
         handler._send_queued()
-        pull.setsockopt(zmq.RCVTIMEO, 5000)
         got = unpack_batch(pull.recv())
         assert sorted(record["sid"] for record in got) == [spans[0].sid, spans[0].sid, spans[2].sid]
         assert {record["proc"] for record in got} == {"spans"}
         assert (handler.sent, handler.dropped) == (3, 1)
-    finally:
-        tracing.disable()
-        pull.close()
-        context.term()
 
 
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:

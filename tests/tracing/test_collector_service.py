@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgpack
@@ -39,21 +40,36 @@ async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def started(**options: Any) -> Collector:
-    collector = Collector(
+def in_memory(**options: Any) -> Collector:
+    return Collector(
         MemoryTraceStore(), bind="tcp://127.0.0.1:0", query="tcp://127.0.0.1:0", **options
     )
+
+
+async def started(**options: Any) -> Collector:
+    collector = in_memory(**options)
     await collector.start()
     return collector
 
 
+@asynccontextmanager
+async def running(collector: Collector) -> AsyncIterator[Collector]:
+    """``collector`` started and reading in the background; stopped and closed after."""
+    await collector.start()
+    runner = asyncio.create_task(collector.run())
+    try:
+        yield collector
+    finally:
+        collector.stop()
+        await runner
+        await collector.aclose()
+
+
 @run_async
 async def test_pushed_records_are_stored_and_queried_over_rpc() -> None:
-    collector = await started()
-    runner = asyncio.create_task(collector.run())
-    assert collector.endpoint is not None
-    assert collector.query_endpoint is not None
-    try:
+    async with running(in_memory()) as collector:
+        assert collector.endpoint is not None
+        assert collector.query_endpoint is not None
         with Sender(collector.endpoint) as sender:
             sender.send(pack(call_records(1, 1) + call_records(2, 2, out="error", exc="E: x")))
             sender.send(pack(call_records(1, 3)))
@@ -89,19 +105,13 @@ async def test_pushed_records_are_stored_and_queried_over_rpc() -> None:
             assert caught.value.name == "ValueError"
             with pytest.raises(RemoteError):
                 await client.call("recent", 0)
-    finally:
-        collector.stop()
-        await runner
-        await collector.aclose()
-        await collector.aclose()
+    await collector.aclose()  # closing twice is harmless
 
 
 @run_async
 async def test_garbage_is_counted_and_never_stops_the_collector() -> None:
-    collector = await started(max_message_size=4096)
-    runner = asyncio.create_task(collector.run())
-    assert collector.endpoint is not None
-    try:
+    async with running(in_memory(max_message_size=4096)) as collector:
+        assert collector.endpoint is not None
         with Sender(collector.endpoint) as sender:
             garbage = [
                 b"",
@@ -124,10 +134,6 @@ async def test_garbage_is_counted_and_never_stops_the_collector() -> None:
         assert collector.received == 10
         assert collector.dropped_malformed == 8
         assert "stored=2" in repr(collector)
-    finally:
-        collector.stop()
-        await runner
-        await collector.aclose()
 
 
 @run_async
@@ -135,10 +141,8 @@ async def test_a_lingering_collector_does_not_spin() -> None:
     # While records gather (linger) the collector must sleep, even with a message waiting:
     # it once kept watching the socket's descriptor, which stays readable until read, and
     # the loop woke without end: a core's worth of CPU.
-    collector = await started(linger=1.0)
-    runner = asyncio.create_task(collector.run())
-    assert collector.endpoint is not None
-    try:
+    async with running(in_memory(linger=1.0)) as collector:
+        assert collector.endpoint is not None
         with Sender(collector.endpoint) as sender:
             sender.send(pack(call_records(1, 1)))
             await wait_until(lambda: collector.stored == 2)  # then it lingers for 1 s
@@ -149,10 +153,6 @@ async def test_a_lingering_collector_does_not_spin() -> None:
             assert collector.stored == 2  # still lingering
             assert spent < 0.1, f"{spent:.3f} s of CPU in 0.4 s of lingering"
             await wait_until(lambda: collector.stored == 4)
-    finally:
-        collector.stop()
-        await runner
-        await collector.aclose()
 
 
 class FailingStore(MemoryTraceStore):
@@ -164,12 +164,11 @@ class FailingStore(MemoryTraceStore):
 
 @run_async
 async def test_an_unavailable_store_drops_and_counts(caplog: pytest.LogCaptureFixture) -> None:
-    collector = Collector(FailingStore(), bind="tcp://127.0.0.1:0", query=None)
-    await collector.start()
-    runner = asyncio.create_task(collector.run())
-    assert collector.endpoint is not None
-    assert collector.query_endpoint is None
-    try:
+    async with running(
+        Collector(FailingStore(), bind="tcp://127.0.0.1:0", query=None)
+    ) as collector:
+        assert collector.endpoint is not None
+        assert collector.query_endpoint is None
         with Sender(collector.endpoint) as sender:
             for _ in range(3):
                 sender.send(pack(call_records(1, 1)))
@@ -177,10 +176,6 @@ async def test_an_unavailable_store_drops_and_counts(caplog: pytest.LogCaptureFi
         assert collector.stored == 0
         warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
         assert len(warnings) == 1  # at most one a minute
-    finally:
-        collector.stop()
-        await runner
-        await collector.aclose()
 
 
 @run_async
