@@ -814,14 +814,14 @@ class CollectorHandler(logging.Handler):
         records, sock = self._records, self._sock
         while records:
             items = [records.popleft() for _ in range(min(len(records), self._batch))]
-            rows, count = self._packed_rows(items, alone)
+            parts, count = self._packed_rows(items, alone)
             if not count:
                 continue
             # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
             # from its packed parts.
             header = _ident.batch_header + _packer.pack_array_header(count)
             try:
-                sock.send(b"".join([header, *rows]), zmq.NOBLOCK)
+                sock.send(b"".join([header, *parts]), zmq.NOBLOCK)
             except zmq.Again:
                 self._refused += count
                 continue
@@ -846,7 +846,7 @@ class CollectorHandler(logging.Handler):
         try:
             rows = [span.row() for span in spans]
             packed = _pack(rows)
-        except (TypeError, ValueError, OverflowError):  # a name msgpack cannot take, say
+        except (TypeError, ValueError, OverflowError):  # a row that cannot be made or packed
             parts += self._packed_one_by_one(spans)
             return parts, len(parts)
         count = len(parts) + len(rows)
