@@ -50,7 +50,7 @@ from typing import Any, Final
 
 import msgpack
 
-from rpccore.tracing import BATCH_VERSION, ROW_FIELDS, is_lowercase_hex
+from rpccore.tracing import BATCH_VERSION, ROW_FIELDS, are_trace_ids
 
 from .metrics import DURATION_BUCKETS
 
@@ -221,7 +221,7 @@ def _sender(proc: Any, host: Any, pid: Any) -> Sender | None:
 def _checked(row: Sequence[Any], sender: Sender) -> Record | None:
     """A ``Record`` of a row's values (ROW_FIELDS, in order) and its sender, or None."""
     tid, sid, par, side, svc, m, t0, t1, t2, out, exc, count = row
-    if not _are_ids(tid, sid, par):
+    if not are_trace_ids(tid, sid, par):
         return None
     if type(side) is not str or type(out) is not str:
         return None
@@ -257,19 +257,6 @@ def _checked(row: Sequence[Any], sender: Sender) -> Record | None:
         host,
         pid,
     )
-
-
-def _are_ids(tid: object, sid: object, par: object) -> bool:
-    """A trace id (32 lowercase hex), a span id (16) and a parent span id (16, or None)."""
-    if type(tid) is not str or type(sid) is not str or len(tid) != 32 or len(sid) != 16:
-        return False
-    if par is None:
-        ids = tid + sid
-    elif type(par) is str and len(par) == 16:
-        ids = tid + sid + par
-    else:
-        return False
-    return is_lowercase_hex(ids)
 
 
 def _is_time(value: object) -> bool:

@@ -73,6 +73,21 @@ def is_lowercase_hex(text: str) -> bool:
         return False
 
 
+def are_trace_ids(trace_id: object, span_id: object, parent_span_id: object) -> bool:
+    """Whether these are a trace id (32 lowercase hex), a span id (16) and a parent span
+    id (16, or None): what every traced request carries (and every record at the
+    collector), checked as one string."""
+    if type(trace_id) is not str or type(span_id) is not str:
+        return False
+    if len(trace_id) != 32 or len(span_id) != 16:
+        return False
+    if parent_span_id is None:
+        return is_lowercase_hex(trace_id + span_id)
+    if type(parent_span_id) is not str or len(parent_span_id) != 16:
+        return False
+    return is_lowercase_hex(trace_id + span_id + parent_span_id)
+
+
 def _is_id(value: object, length: int) -> bool:
     return isinstance(value, str) and len(value) == length and is_lowercase_hex(value)
 
@@ -96,18 +111,9 @@ class TraceContext(NamedTuple):
         if trace_id is None:  # an untraced caller's request (or one with a W3C context)
             return cls._from_traceparent_in(header)
         span_id, parent = header.get("span_id"), header.get("parent_span_id")
-        # What our peers send, checked as one string: a server reads it on every request.
-        if (
-            type(trace_id) is str
-            and type(span_id) is str
-            and len(trace_id) == 32
-            and len(span_id) == 16
-            and (parent is None or (type(parent) is str and len(parent) == 16))
-            and is_lowercase_hex(trace_id + span_id + (parent or ""))
-            and trace_id != _ZERO_TRACE
-        ):
+        if are_trace_ids(trace_id, span_id, parent) and trace_id != _ZERO_TRACE:
             return _new_context(cls, (trace_id, span_id, parent))
-        return cls._from_other_header(header)
+        return cls._from_other_header(header)  # something is off: keep what is valid
 
     @classmethod
     def _from_other_header(cls, header: Mapping[Any, Any]) -> TraceContext | None:

@@ -14,7 +14,7 @@ greenlets a handler starts stay in its trace through ``rpccore.traced(fn)`` and
 by themselves.
 """
 
-from ._trace import is_lowercase_hex
+from ._trace import are_trace_ids
 from ._tracing import (
     ABANDONED,
     BATCH_VERSION,
@@ -53,11 +53,11 @@ __all__ = [
     "STREAM",
     "TIMEOUT",
     "CollectorHandler",
+    "are_trace_ids",
     "collector_handler",
     "disable",
     "enable",
     "is_enabled",
-    "is_lowercase_hex",
     "on_error",
     "traced",
     "untraced",

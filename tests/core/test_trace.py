@@ -10,8 +10,8 @@ import pytest
 from vectors import load
 
 from rpccore import TraceContext, call_metadata, current_trace
-from rpccore._trace import outgoing_trace_header
-from rpccore.tracing import is_lowercase_hex
+from rpccore._trace import is_lowercase_hex, outgoing_trace_header
+from rpccore.tracing import are_trace_ids
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -116,6 +116,24 @@ def test_invalid_or_missing_context_is_ignored(header: dict[str, Any]) -> None:
 )
 def test_is_lowercase_hex(text: str, expected: bool) -> None:
     assert is_lowercase_hex(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        ((TRACE, SPAN, None), True),
+        ((TRACE, SPAN, PARENT), True),
+        ((TRACE, SPAN, "nope"), False),
+        ((TRACE, SPAN, PARENT.upper()), False),
+        ((TRACE, SPAN.upper(), None), False),
+        ((TRACE[:-1], "0" + SPAN, None), False),  # lengths are checked, not just the sum
+        ((TRACE.encode(), SPAN, None), False),
+        ((TRACE, 7, None), False),
+        ((TRACE, SPAN, 7), False),
+    ],
+)
+def test_are_trace_ids(ids: tuple[Any, Any, Any], expected: bool) -> None:
+    assert are_trace_ids(*ids) is expected
 
 
 @pytest.mark.parametrize("bad_span", [None, 7, "short", SPAN.upper(), SPAN + "00", SPAN.encode()])
