@@ -240,7 +240,6 @@ def _through_logging(span: _Span) -> None:
 # so while our collector alone listens it is that handler's take() itself (one call that
 # appends the span to a queue), else _through_logging.
 _ship: Callable[[_Span], None] = _through_logging
-_direct: CollectorHandler | None = None  # that handler, while it alone listens
 
 
 def _route() -> CollectorHandler | None:
@@ -250,7 +249,7 @@ def _route() -> CollectorHandler | None:
     goes through ``logging`` as it closes. Run when tracing is switched, and by the
     sender at every pass: a handler or filter added later gets every record from that
     pass on (the ones queued meanwhile included, then from the sender thread)."""
-    global _direct, _ship
+    global _ship
     collector, handlers = _collector, logger.handlers
     if (
         ON
@@ -261,10 +260,10 @@ def _route() -> CollectorHandler | None:
         and not collector.filters
         and logger.isEnabledFor(logging.INFO)
     ):
-        _direct, _ship = collector, collector.take
-    else:
-        _direct, _ship = None, _through_logging
-    return _direct
+        _ship = collector.take
+        return collector
+    _ship = _through_logging
+    return None
 
 
 def _to_hooks(span: _Span, error: Any) -> None:
@@ -297,10 +296,10 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 
 
 class _Span:
-    """What both sides' spans hold: names, times, outcome, exception name, stream item
-    count. A closed span is queued as it is; ``row()`` makes its ROW when it is sent."""
+    """What both sides' spans hold: names, times, outcome, exception name and error,
+    stream item count. A closed span is queued as it is; ``row()`` makes its ROW when it is sent."""
 
-    __slots__ = ("exc", "method", "n", "out", "svc", "t0", "t1", "t2")
+    __slots__ = ("error", "exc", "method", "n", "out", "svc", "t0", "t1", "t2")
 
     side: ClassVar[str]
     remote = False  # a server span whose parent came over the wire
@@ -313,6 +312,7 @@ class _Span:
     n: int | None
     out: str
     exc: str | None
+    error: Any  # the error an ERR carried, for the error hooks (None otherwise)
 
     def item(self) -> None:
         """One stream item went by (the first one's time is the first reply's)."""
@@ -353,7 +353,7 @@ class ClientSpan(_Span):
     """One call, as its client sees it: open from the request until ``end``; ``ship``
     then sends its record (``finish`` does both)."""
 
-    __slots__ = ("error", "par", "sid", "tid")
+    __slots__ = ("par", "sid", "tid")
 
     side = "client"
 
@@ -443,10 +443,9 @@ class ServerSpan(_Span):
     """One request, as its server sees it: ``end`` when answered, ``emit`` once the
     answer has left."""
 
-    __slots__ = ("ctx", "error", "remote")
+    __slots__ = ("ctx", "remote")
 
     side = "server"
-    error: Any  # what end() was told of an ERR
 
     def __init__(self, ctx: TraceContext | None, svc: str, method: str) -> None:
         # Without a context (a zerorpc 0.6.3 client, say) the request starts a new trace.

@@ -267,14 +267,14 @@ def test_a_handler_added_while_the_collector_listens_alone_gets_every_record(
     late = Records()
     with collector_alone(monkeypatch, passes_by_hand=True) as (handler, pull):
         try:
-            assert tracing_impl._direct is handler  # the fast path: spans queued as they are
+            assert tracing_impl._ship == handler.take  # the fast path: spans queued as they are
             server_record()
             trace_logger.addHandler(late)
             server_record()  # queued too: no pass has looked at the logger since
             assert late.records == []
             handler._send_queued()  # the pass sees the new handler: both go through logging
             assert len(late.records) == 2
-            assert tracing_impl._direct is None
+            assert tracing_impl._ship is tracing_impl._through_logging
             server_record()  # from now on, through logging at once
             assert len(late.records) == 3
             handler._send_queued()
