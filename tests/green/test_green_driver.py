@@ -12,7 +12,7 @@ import contextvars
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ import gevent.subprocess
 import pytest
 import zmq
 import zmq.green
+from green_support import HB, connected, eventually, serving
 
 from rpccore import (
     DEFAULT_WINDOW,
@@ -36,12 +37,10 @@ from rpccore import (
     current_trace,
 )
 from rpccore._trace import outgoing_trace_header
-from rpccore.green import Client, Server, Stream, stream
+from rpccore.green import Client, Stream, stream
 
-HB = 0.2  # heartbeat period of every server and client here
 SLACK = 1.0  # seconds added to every time bound, for a loaded two-core machine
 LOST_BOUND = 3 * HB + SLACK  # a silent client is lost within three heartbeat periods
-LOOPBACK = "tcp://127.0.0.1:*"
 TEST_TIMEOUT = 30.0
 ENDLESS = 100_000
 
@@ -58,38 +57,6 @@ def bounded_and_tidy() -> Iterator[None]:
         yield
     left = [sock for sock in context._sockets if sock not in before and not sock.closed]
     assert not left, f"{len(left)} socket(s) left open by the test"
-
-
-@contextmanager
-def serving(obj: object, endpoint: str = LOOPBACK, **options: Any) -> Iterator[tuple[Server, str]]:
-    options.setdefault("heartbeat", HB)
-    server = Server(obj, **options)
-    try:
-        bound = server.bind(endpoint)[0]
-        server.start()
-        yield server, bound
-    finally:
-        server.stop()
-
-
-@contextmanager
-def connected(endpoint: str, **options: Any) -> Iterator[Client]:
-    options.setdefault("heartbeat", HB)
-    options.setdefault("timeout", 10.0)
-    client = Client(endpoint, **options)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def eventually(predicate: Callable[[], bool], within: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"not within {within}s: {what}")
-        gevent.sleep(0.01)
-    return time.monotonic() - start
 
 
 # -- the service -------------------------------------------------------------------------------

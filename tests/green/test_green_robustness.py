@@ -27,13 +27,12 @@ import msgpack
 import pytest
 import zmq
 import zmq.green
+from green_support import HB, LOOPBACK, connected, eventually, serving
 
 from rpccore import RemoteProtocolError, RPCError, TimeoutExpired
 from rpccore.green import Client, Server, Stream, stream
 
-HB = 0.2
 SLACK = 1.0
-LOOPBACK = "tcp://127.0.0.1:*"
 TEST_TIMEOUT = 60.0
 REPEAT = 50  # each bad input is sent this many times; it must be logged once
 COUNT_BOUND = 5.0 + SLACK
@@ -79,38 +78,6 @@ class ProblemLines:
 def green_problem_log(caplog: pytest.LogCaptureFixture) -> ProblemLines:
     caplog.set_level(logging.DEBUG, logger="rpccore")
     return ProblemLines(caplog)
-
-
-@contextmanager
-def serving(obj: object, endpoint: str = LOOPBACK, **options: Any) -> Iterator[tuple[Server, str]]:
-    options.setdefault("heartbeat", HB)
-    server = Server(obj, **options)
-    try:
-        bound = server.bind(endpoint)[0]
-        server.start()
-        yield server, bound
-    finally:
-        server.stop()
-
-
-@contextmanager
-def connected(endpoint: str, **options: Any) -> Iterator[Client]:
-    options.setdefault("heartbeat", HB)
-    options.setdefault("timeout", 10.0)
-    client = Client(endpoint, **options)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def eventually(predicate: Callable[[], bool], within: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"not within {within}s: {what}")
-        gevent.sleep(0.01)
-    return time.monotonic() - start
 
 
 def new_id() -> bytes:

@@ -11,13 +11,12 @@ from typing import Any
 
 import gevent
 import zmq.green
+from green_support import serving
 
 from rpccore import _pump
 from rpccore._client import ClientConnection
 from rpccore._events import Reply
-from rpccore.green import Server
 
-LOOPBACK = "tcp://127.0.0.1:*"
 Flush = tuple[int, bool]  # (replies sent at once, sent while the batch was still read)
 
 
@@ -36,24 +35,19 @@ class Backend:
 @contextmanager
 def recorded_server() -> Iterator[tuple[str, list[Flush]]]:
     """A started server whose flushes that sent replies are recorded."""
-    server = Server(Backend(), heartbeat=None)
-    flushes: list[Flush] = []
-    conn = server._server
-    data_to_send = conn.data_to_send
+    with serving(Backend(), heartbeat=None) as (server, endpoint):
+        flushes: list[Flush] = []
+        conn = server._server
+        data_to_send = conn.data_to_send
 
-    def recording() -> Any:
-        out = data_to_send()
-        if out:
-            flushes.append((len(out), server._reading))
-        return out
+        def recording() -> Any:
+            out = data_to_send()
+            if out:
+                flushes.append((len(out), server._reading))
+            return out
 
-    conn.data_to_send = recording  # type: ignore[method-assign]
-    try:
-        endpoint = server.bind(LOOPBACK)[0]
-        server.start()
+        conn.data_to_send = recording  # type: ignore[method-assign]
         yield endpoint, flushes
-    finally:
-        server.stop()
 
 
 def call_together(endpoint: str, calls: list[tuple[str, list[Any]]]) -> list[Any]:

@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import gevent
 import gevent.subprocess
 import pytest
+from green_support import connected, serving
 from trace_capture import Records, recording
 
 from rpccore import RemoteError, current_trace, tracing
-from rpccore.green import Client, Server, spawn_traced, stream
-
-HB = 0.2
-LOOPBACK = "tcp://127.0.0.1:*"
+from rpccore.green import Client, spawn_traced, stream
 
 
 @pytest.fixture
 def records() -> Iterator[Records]:
     with recording("green-test") as handler, gevent.Timeout(30):
         yield handler
-
-
-@contextmanager
-def serving(obj: object, **options: Any) -> Iterator[str]:
-    server = Server(obj, heartbeat=HB, **options)
-    try:
-        endpoint = server.bind(LOOPBACK)[0]
-        server.start()
-        yield endpoint
-    finally:
-        server.stop()
-
-
-@contextmanager
-def connected(endpoint: str) -> Iterator[Client]:
-    client = Client(endpoint, heartbeat=HB, timeout=10.0)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def wait_for(records: Records, count: int) -> None:
@@ -80,9 +57,9 @@ class Front:
 @pytest.mark.parametrize("method", ["relay", "relay_spawned"])
 def test_records_link_into_a_call_tree(records: Records, method: str) -> None:
     with (
-        serving(Backend(), name="back") as b_endpoint,
+        serving(Backend(), name="back") as (_, b_endpoint),
         connected(b_endpoint) as to_b,
-        serving(Front(to_b), name="front") as a_endpoint,
+        serving(Front(to_b), name="front") as (_, a_endpoint),
         connected(a_endpoint) as to_a,
     ):
         b_span = to_a.call(method)
@@ -102,9 +79,9 @@ def test_records_link_into_a_call_tree(records: Records, method: str) -> None:
 
 def test_a_plain_spawn_starts_a_new_trace(records: Records) -> None:
     with (
-        serving(Backend()) as b_endpoint,
+        serving(Backend()) as (_, b_endpoint),
         connected(b_endpoint) as to_b,
-        serving(Front(to_b)) as a_endpoint,
+        serving(Front(to_b)) as (_, a_endpoint),
         connected(a_endpoint) as to_a,
     ):
         to_a.relay_plain_spawn()
@@ -117,7 +94,7 @@ def test_errors_and_streams(records: Records) -> None:
     errors: list[Any] = []
     remove = tracing.on_error(lambda record, error: errors.append(error))
     try:
-        with serving(Backend(), threaded=True) as endpoint, connected(endpoint) as client:
+        with serving(Backend(), threaded=True) as (_, endpoint), connected(endpoint) as client:
             with pytest.raises(RemoteError):
                 client.fail()
             assert list(client.stream("count", 4)) == [0, 1, 2, 3]
@@ -143,7 +120,7 @@ def test_zerogate_rpc_collector_ships_the_calls_records(tmp_path: Any) -> None:
     pull.setsockopt(zmq.LINGER, 0)
     try:
         port = pull.bind_to_random_port("tcp://127.0.0.1")
-        with serving(Backend(), name="back") as endpoint:
+        with serving(Backend(), name="back") as (_, endpoint):
             argv = [sys.executable, "-m", "gateway.cli", "rpc", "--collector"]
             argv += [f"tcp://127.0.0.1:{port}", endpoint, "whoami"]
             proc = gevent.subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -193,7 +170,7 @@ def test_a_monkey_patched_process_ships_records_made_in_the_hub() -> None:
     pull.setsockopt(zmq.LINGER, 0)
     try:
         port = pull.bind_to_random_port("tcp://127.0.0.1")
-        with serving(Backend(), name="back") as endpoint:
+        with serving(Backend(), name="back") as (_, endpoint):
             argv = [sys.executable, "-c", PATCHED_CLIENT, f"tcp://127.0.0.1:{port}", endpoint]
             proc = gevent.subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = proc.communicate(timeout=20)
