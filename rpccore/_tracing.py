@@ -170,7 +170,7 @@ _ident = _Identity(None)
 
 def _fitted(row: Row) -> Row:
     """``row`` with its three free-form names (svc, m, exc) shortened so that the record
-    keeps to MAX_RECORD_BYTES, and its stream count capped (``_ship`` calls it only when
+    keeps to MAX_RECORD_BYTES, and its stream count capped (``_Span.row`` calls it only when
     they may not fit)."""
     svc, method, exc, n = row[4], row[5], row[10], row[11]
     room = _ident.room
