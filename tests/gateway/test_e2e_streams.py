@@ -40,6 +40,7 @@ LINE: Final = len(b'{"result":""}\n') + CHUNK  # one NDJSON line of such an item
 # window (100 items) plus what ZeroMQ and the TCP buffers hold. Far below the streams.
 AHEAD_LIMIT: Final = 400
 RSS_LIMIT: Final = 64 << 20
+RECEIVE_BUFFER: Final = 1 << 20  # bytes: the test client's TCP receive buffer (16 items)
 
 
 @dataclass
@@ -75,7 +76,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture
 def http(env: Env) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=env.url, timeout=30) as client:
+    # A fixed receive buffer: Linux grows it while a reader reads fast, up to tcp_rmem's
+    # maximum (32 MiB on some machines, 500 items), which the backend could fill ahead of
+    # the reader; AHEAD_LIMIT counts on buffers of the usual size.
+    receive_buffer = [(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)]
+    transport = httpx.HTTPTransport(socket_options=receive_buffer)
+    with httpx.Client(base_url=env.url, timeout=30, transport=transport) as client:
         yield client
 
 
