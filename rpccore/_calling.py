@@ -134,7 +134,7 @@ class ClientPump(Pump, Generic[P]):
         self._heartbeat = heartbeat
         self._calls: dict[MessageId, P] = {}
         # Trace records: the spans of calls begun while tracing was on (empty when off).
-        self._spans: dict[MessageId, _tracing.ClientSpan] = {}
+        self._spans: dict[MessageId, _tracing.Span] = {}
         self._endpoints: list[str] = []
         self._endpoint_names = ""  # the endpoints, as trace records name an unnamed remote
         # The remote service's name, for trace records (describe() sets it; the gateway
@@ -178,7 +178,7 @@ class ClientPump(Pump, Generic[P]):
         if self._spans:
             spans, self._spans = self._spans, {}
             for span in spans.values():
-                span.finish(_tracing.ABANDONED)
+                _tracing.finish(span, _tracing.ABANDONED)
         return list(calls.values())
 
     def _begin(
@@ -232,7 +232,7 @@ class ClientPump(Pump, Generic[P]):
         if self._spans:
             span = self._spans.pop(cid, None)
             if span is not None:
-                span.finish(_tracing.ABANDONED)
+                _tracing.finish(span, _tracing.ABANDONED)
 
     def _on_message(self, frames: Frames, now: float) -> None:
         event = self._client.receive(frames, now)
@@ -253,7 +253,7 @@ class ClientPump(Pump, Generic[P]):
             if self._spans:
                 item_span = self._spans.get(cid)
                 if item_span is not None:
-                    item_span.item()
+                    _tracing.item(item_span)
             self._delivered(cid, pending)
             return
         del self._calls[cid]
@@ -270,14 +270,14 @@ class ClientPump(Pump, Generic[P]):
         span = self._spans.pop(cid, None) if self._spans else None
         if span is not None:
             if type(event) is Reply:
-                span.end(_tracing.OK)
+                _tracing.end(span, _tracing.OK)
             elif type(event) is StreamEnd:
-                span.end(_tracing.STREAM)
+                _tracing.end(span, _tracing.STREAM)
             elif type(event) is CallFailed:
-                span.end_failed(event.error)
+                _tracing.end_failed(span, event.error)
         self._delivered(cid, pending)
         if span is not None:
-            span.ship()
+            _tracing.ship(span)
 
     def _delivered(self, cid: MessageId, pending: P) -> None:
         """Something arrived for ``pending``; by default, wake whoever waits for it."""

@@ -22,7 +22,6 @@ from ._service import Service
 from ._sockets import DEFAULT_MAX_MESSAGE_SIZE, report_disconnect
 from ._sockets import bind as bind_socket
 from ._sockets import connect as connect_socket
-from ._trace import TraceContext
 
 H = TypeVar("H")
 
@@ -107,11 +106,12 @@ class ServerPump(Pump, Generic[H]):
             if func is not None:
                 self._start_handler(event, func)
             elif _tracing.ON:
-                ctx = TraceContext.from_header(event.header)
-                span = _tracing.server_begin(ctx, self.service.name, event.method)
+                _, span = _tracing.server_start(event.header, self.service.name, event.method)
                 if span is not None:
-                    span.end(_tracing.ERROR, MethodNotFound("NameError", event.method, None))
-                    span.emit()
+                    _tracing.end(
+                        span, _tracing.ERROR, MethodNotFound("NameError", event.method, None)
+                    )
+                    _tracing.emit(span)
         elif type(event) is CreditGranted:
             self._credit_granted(event.channel)
 

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any, Final, NamedTuple
 
 _TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
-_ZERO_TRACE: Final = "0" * 32
+ZERO_TRACE_ID: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 _generator = random.Random(random.SystemRandom().getrandbits(128))
 # Trace and span ids must be unique, not secret (W3C asks for random, not unguessable):
@@ -38,7 +38,7 @@ def new_span_id() -> str:
 def new_trace_id() -> str:
     """A random trace id: 32 lowercase hex digits, never all zeros."""
     tid = _random_bits(128).to_bytes(16, "little").hex()
-    while tid == _ZERO_TRACE:
+    while tid == ZERO_TRACE_ID:
         tid = _random_bits(128).to_bytes(16, "little").hex()
     return tid
 
@@ -48,7 +48,7 @@ def new_root_ids() -> tuple[str, str]:
     them for every call."""
     digits = _random_bits(192).to_bytes(24, "little").hex()
     tid, sid = digits[:32], digits[32:]
-    if tid == _ZERO_TRACE or sid == _ZERO_SPAN:
+    if tid == ZERO_TRACE_ID or sid == _ZERO_SPAN:
         return new_trace_id(), new_span_id()
     return tid, sid
 
@@ -82,10 +82,15 @@ def are_trace_ids(trace_id: object, span_id: object, parent_span_id: object) -> 
     if len(trace_id) != 32 or len(span_id) != 16:
         return False
     if parent_span_id is None:
-        return is_lowercase_hex(trace_id + span_id)
-    if type(parent_span_id) is not str or len(parent_span_id) != 16:
+        digits = trace_id + span_id
+    elif type(parent_span_id) is str and len(parent_span_id) == 16:
+        digits = trace_id + span_id + parent_span_id
+    else:
         return False
-    return is_lowercase_hex(trace_id + span_id + parent_span_id)
+    try:  # is_lowercase_hex(digits), in line: every traced request is checked here
+        return bytes.fromhex(digits).hex() == digits
+    except ValueError:
+        return False
 
 
 def _is_id(value: object, length: int) -> bool:
@@ -111,7 +116,7 @@ class TraceContext(NamedTuple):
         if trace_id is None:  # an untraced caller's request (or one with a W3C context)
             return cls._from_traceparent_in(header)
         span_id, parent = header.get("span_id"), header.get("parent_span_id")
-        if are_trace_ids(trace_id, span_id, parent) and trace_id != _ZERO_TRACE:
+        if are_trace_ids(trace_id, span_id, parent) and trace_id != ZERO_TRACE_ID:
             return _new_context(cls, (trace_id, span_id, parent))
         return cls._from_other_header(header)  # something is off: keep what is valid
 
@@ -121,7 +126,7 @@ class TraceContext(NamedTuple):
         that is not one is replaced, a parent that is not one dropped), else a valid
         ``traceparent`` is read."""
         trace_id = header.get("trace_id")
-        if not _is_id(trace_id, 32) or trace_id == _ZERO_TRACE:
+        if not _is_id(trace_id, 32) or trace_id == ZERO_TRACE_ID:
             return cls._from_traceparent_in(header)
         span_id = header.get("span_id")
         if not _is_id(span_id, 16):
@@ -139,7 +144,7 @@ class TraceContext(NamedTuple):
     @classmethod
     def from_traceparent(cls, value: str) -> TraceContext | None:
         match = _TRACEPARENT.fullmatch(value.strip().lower())
-        if match is None or match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
+        if match is None or match[1] == ZERO_TRACE_ID or match[2] == _ZERO_SPAN:
             return None
         return cls(match[1], match[2])
 

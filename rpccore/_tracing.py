@@ -29,9 +29,10 @@ On the wire to the collector (``CollectorHandler``) a record travels as a ROW, t
 of ``ROW_FIELDS`` in order, and a batch says who sent its rows once: a msgpack array
 ``[BATCH_VERSION, proc, host, pid, [row, ...]]``. Rows, not maps: while the collector is the
 only handler, records are never made into dicts at all, and a batch packs three times
-faster and a third smaller. Nor does the call make the row then: it queues its closed span,
-and the handler's sender thread makes and packs the rows of a batch (``_route``), so a
-traced call pays one append for its record (``bench/rpc.py`` measures what is left).
+faster and a third smaller. Nor does the call make the row then: a SPAN is a list that
+begins with its row (see "spans" below), the call queues it when it closes, and the
+handler's sender thread packs the rows of a batch (``_route``), so a traced call pays one
+append for its record (``bench/rpc.py`` measures what is left).
 
 The logger is the seam: ``CollectorHandler`` PUSHes batches to ``zerogate collector``,
 ``OpenTelemetryHandler`` turns records into OpenTelemetry spans, and a user can add any
@@ -51,17 +52,20 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from time import time
-from typing import Any, ClassVar, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import msgpack
 import zmq
 
 from ._errors import LostRemote, RemoteError, RPCError, TimeoutExpired
 from ._trace import (
+    ZERO_TRACE_ID,
     TraceContext,
+    _new_context,
+    are_trace_ids,
     call_metadata,
     current_trace,
     new_root_ids,
@@ -170,7 +174,7 @@ _ident = _Identity(None)
 
 def _fitted(row: Row) -> Row:
     """``row`` with its three free-form names (svc, m, exc) shortened so that the record
-    keeps to MAX_RECORD_BYTES, and its stream count capped (``_Span.row`` calls it only when
+    keeps to MAX_RECORD_BYTES, and its stream count capped (``row_of`` calls it only when
     they may not fit)."""
     svc, method, exc, n = row[4], row[5], row[10], row[11]
     room = _ident.room
@@ -230,22 +234,22 @@ def _log_record(record: dict[str, Any], remote_parent: bool) -> logging.LogRecor
     return log_record
 
 
-def _through_logging(span: _Span) -> None:
+def _through_logging(span: Span) -> None:
     """Hand a closed span's record to ``logging`` (its handlers and filters)."""
     if logger.isEnabledFor(logging.INFO):
-        logger.handle(_log_record(_as_record(span.row()), span.remote))
+        logger.handle(_log_record(_as_record(row_of(span)), span[REMOTE]))
 
 
 # Where a closed span goes, set by _route: every traced call calls it once on each side,
 # so while our collector alone listens it is that handler's take() itself (one call that
 # appends the span to a queue), else _through_logging.
-_ship: Callable[[_Span], None] = _through_logging
+_ship: Callable[[Span], None] = _through_logging
 
 
 def _route() -> CollectorHandler | None:
     """Decide where records go: while our collector is the only handler of the
     ``rpccore.trace`` logger (no filters, INFO enabled), closed spans go straight into
-    its queue, and its sender thread makes their rows, off the calls' path; else each
+    its queue, and its sender thread packs their rows, off the calls' path; else each
     goes through ``logging`` as it closes. Run when tracing is switched, and by the
     sender at every pass: a handler or filter added later gets every record from that
     pass on (the ones queued meanwhile included, then from the sender thread)."""
@@ -266,11 +270,11 @@ def _route() -> CollectorHandler | None:
     return None
 
 
-def _to_hooks(span: _Span, error: Any) -> None:
+def _to_hooks(span: Span, error: Any) -> None:
     """Give the error hooks a closed span's record and its error."""
     if not _error_hooks:
         return
-    record = _as_record(span.row())
+    record = _as_record(row_of(span))
     for hook in tuple(_error_hooks):
         try:
             hook(record, error)
@@ -293,114 +297,118 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 
 
 # -- spans ----------------------------------------------------------------------------
+#
+# A SPAN is a plain list: its ROW (the values of ROW_FIELDS, filled in as the call goes),
+# then whether its parent came over the wire (REMOTE: a server span continuing a caller's
+# trace) and the error an ERR carried, for the error hooks (ERR, else None). A list rather
+# than an object: one is made on each side of every traced call, and a list is made in a
+# third of the time of a slotted object and written with the interpreter's fast path for
+# lists; and the sender packs a span's row as it is, without making one.
+
+Span = list[Any]
+TID, SID, PAR, SIDE, SVC, M, T0, T1, T2, OUT, EXC, N, REMOTE, ERR = range(14)
+ROW_WIDTH: Final = len(ROW_FIELDS)  # a span's first items are its row
+_ANSWERED: Final = frozenset({OK, ERROR, STREAM})  # outcomes whose end is an answer
 
 
-class _Span:
-    """What both sides' spans hold: names, times, outcome, exception name and error,
-    stream item count. A closed span is queued as it is; ``row()`` makes its ROW when it is sent."""
-
-    __slots__ = ("error", "exc", "method", "n", "out", "svc", "t0", "t1", "t2")
-
-    side: ClassVar[str]
-    remote = False  # a server span whose parent came over the wire
-
-    svc: str
-    method: str
-    t0: float
-    t1: float | None
-    t2: float
-    n: int | None
-    out: str
-    exc: str | None
-    error: Any  # the error an ERR carried, for the error hooks (None otherwise)
-
-    def item(self) -> None:
-        """One stream item went by (the first one's time is the first reply's)."""
-        if self.n is None:
-            self.t1 = time()
-            self.n = 1
-        else:
-            self.n += 1
-
-    def ids(self) -> tuple[str, str, str | None]:
-        """(trace id, span id, parent span id)."""
-        raise NotImplementedError
-
-    def row(self) -> Row:
-        """The closed span's ROW, its names shortened if they may not keep to
-        MAX_RECORD_BYTES."""
-        tid, sid, par = self.ids()
-        t1, n, out = self.t1, self.n, self.out
-        if t1 is None and out in (OK, ERROR, STREAM):
-            t1 = self.t2
-        if n is None and out == STREAM:
-            n = 0
-        svc, method, exc = self.svc, self.method, self.exc
-        row = (tid, sid, par, self.side, svc, method, self.t0, t1, self.t2, out, exc, n)
-        # Short ASCII names fit as they are (nearly always): no call to _fitted for them.
-        if (
-            len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
-            and svc.isascii()
-            and method.isascii()
-            and (exc is None or exc.isascii())
-            and (n is None or n <= _MAX_COUNT)
-        ):
-            return row
-        return _fitted(row)
+def row_of(span: Span) -> Row:
+    """A closed span's ROW, its names shortened if they may not keep to MAX_RECORD_BYTES."""
+    row = tuple(span[:ROW_WIDTH])
+    return row if _fits(row) else _fitted(row)
 
 
-class ClientSpan(_Span):
-    """One call, as its client sees it: open from the request until ``end``; ``ship``
-    then sends its record (``finish`` does both)."""
+def _fits(row: Span | Row) -> bool:
+    """Whether a row's names keep to MAX_RECORD_BYTES as they are (short ASCII names: nearly
+    always), and its count to its bound. ``len`` and ``isascii`` look at no character."""
+    svc, method, exc, n = row[SVC], row[M], row[EXC], row[N]
+    return (
+        len(svc) + len(method) + (len(exc) if exc else 0) <= _ident.room
+        and svc.isascii()
+        and method.isascii()
+        and (exc is None or exc.isascii())
+        and (n is None or n <= _MAX_COUNT)
+    )
 
-    __slots__ = ("par", "sid", "tid")
 
-    side = "client"
+def item(span: Span) -> None:
+    """One stream item went by (the first one's time is the first answer's)."""
+    if span[N] is None:
+        span[T1] = time()
+        span[N] = 1
+    else:
+        span[N] += 1
 
-    def __init__(self, tid: str, sid: str, par: str | None, svc: str, method: str) -> None:
-        self.tid, self.sid, self.par, self.svc, self.method = tid, sid, par, svc, method
-        self.t0 = time()
-        self.t1 = self.n = None  # the first stream item's arrival, the items so far
 
-    def __repr__(self) -> str:
-        return f"<ClientSpan {self.svc}/{self.method} {self.tid}/{self.sid}>"
+def end(span: Span, out: str, error: Any = None) -> None:
+    """The call ended, now, with outcome ``out``. ``error``: what an ERR carried (the
+    exception a method raised, the RemoteError a client received), named in the record
+    and handed to the error hooks. On a server the answer is queued then: its client may
+    have it before the span is emitted."""
+    span[T2] = t2 = time()
+    span[OUT] = out
+    if out is OK:  # nearly always (the pumps pass the constant): a reply, its first answer
+        if span[T1] is None:
+            span[T1] = t2
+        return
+    if error is not None:
+        span[ERR] = error
+        span[EXC] = _error_name(error)
+    if span[T1] is None and out in _ANSWERED:
+        span[T1] = t2
+    if out == STREAM and span[N] is None:
+        span[N] = 0
 
-    def ids(self) -> tuple[str, str, str | None]:
-        return self.tid, self.sid, self.par
 
-    def end(self, out: str, exc: str | None = None, error: Any = None) -> None:
-        """The call ended, now, with outcome ``out``. ``error``: the RemoteError received,
-        for the error hooks."""
-        self.t2 = time()
-        self.out, self.exc, self.error = out, exc, error
+def _error_name(error: Any) -> str:
+    """What a record says an ERR was: the remote exception's name, else the type's."""
+    name = getattr(error, "name", None) if isinstance(error, RemoteError) else None
+    return name if isinstance(name, str) else type(error).__name__
 
-    def end_failed(self, error: RPCError) -> None:
-        """End as a failed call ends (CallFailed)."""
-        if isinstance(error, TimeoutExpired):
-            self.end(TIMEOUT)
-        elif isinstance(error, LostRemote):
-            self.end(LOST)
-        elif isinstance(error, RemoteError):
-            self.end(ERROR, error.name, error)
-        else:
-            self.end(ERROR, type(error).__name__)
 
-    def ship(self) -> None:
-        """Send the ended span's record (and its error to the error hooks)."""
-        _ship(self)
-        if self.error is not None:
-            _to_hooks(self, self.error)
+def end_failed(span: Span, error: RPCError) -> None:
+    """End a client span as a failed call ends (CallFailed)."""
+    if isinstance(error, TimeoutExpired):
+        end(span, TIMEOUT)
+    elif isinstance(error, LostRemote):
+        end(span, LOST)
+    elif isinstance(error, RemoteError):
+        end(span, ERROR, error)
+    else:
+        end(span, ERROR)
+        span[EXC] = type(error).__name__
 
-    def finish(self, out: str) -> None:
-        """End now with ``out`` and ship."""
-        self.end(out)
-        self.ship()
+
+def ship(span: Span) -> None:
+    """Send an ended client span's record (and its error to the error hooks)."""
+    error = span[ERR]
+    _ship(span)
+    if error is not None:
+        _to_hooks(span, error)
+
+
+def finish(span: Span, out: str) -> None:
+    """End a client span now with ``out``, and ship it."""
+    end(span, out)
+    ship(span)
+
+
+def emit(span: Span) -> None:
+    """Send a server span's record once its answer has left (a span never ended was
+    abandoned), and its error to the error hooks and Sentry."""
+    if not span[T2]:
+        span[T2] = time()
+    error = span[ERR]
+    _ship(span)
+    if error is not None:
+        _to_hooks(span, error)
+        if span[OUT] == ERROR:
+            _to_sentry(span, error)
 
 
 # A call is recorded while tracing is on, unless the caller asked for ``untraced()`` or it
 # is one of the protocol's built-ins (pings, introspection), which would bury the calls
 # that matter (a gateway pings every endpoint every heartbeat). client_begin and
-# server_begin check it in line: they run for every call.
+# server_start check it in line: they run for every call.
 BUILTIN_PREFIX: Final = "_zerorpc_"
 
 
@@ -418,7 +426,7 @@ def untraced() -> Iterator[None]:
         _untraced.reset(token)
 
 
-def client_begin(method: str, svc: str) -> tuple[dict[str, Any] | None, ClientSpan | None]:
+def client_begin(method: str, svc: str) -> tuple[dict[str, Any] | None, Span | None]:
     """The header of a call made now while tracing is on, and its span: a child of the
     current span, or the root of a new trace, plus the context's call metadata. When the
     call is not recorded (see BUILTIN_PREFIX), the header ``outgoing_trace_header`` gives,
@@ -436,60 +444,53 @@ def client_begin(method: str, svc: str) -> tuple[dict[str, Any] | None, ClientSp
     metadata = call_metadata.get()
     if metadata:
         header = {**metadata, **header}
-    return header, ClientSpan(tid, sid, par, svc, method)
+    # fmt: off
+    span = [tid, sid, par, "client", svc, method, time(), None, 0.0, ABANDONED, None, None,
+            False, None]
+    # fmt: on
+    return header, span
 
 
-class ServerSpan(_Span):
-    """One request, as its server sees it: ``end`` when answered, ``emit`` once the
-    answer has left."""
-
-    __slots__ = ("ctx", "remote")
-
-    side = "server"
-
-    def __init__(self, ctx: TraceContext | None, svc: str, method: str) -> None:
-        # Without a context (a zerorpc 0.6.3 client, say) the request starts a new trace.
-        self.remote = ctx is not None
-        self.ctx = TraceContext.new_root() if ctx is None else ctx
-        self.svc, self.method = svc, method
-        self.t0 = time()
-        self.t1 = self.n = self.exc = self.error = None
-        self.t2 = 0.0
-        self.out = ABANDONED
-
-    def __repr__(self) -> str:
-        return f"<ServerSpan {self.svc}/{self.method} {self.ctx.trace_id} out={self.out}>"
-
-    def ids(self) -> tuple[str, str, str | None]:
-        return self.ctx
-
-    def end(self, out: str, error: Any = None) -> None:
-        """Say how the request ended, now; ``emit`` (after the answer is flushed) logs it."""
-        self.t2 = time()  # the answer is queued: its client may have it before we emit
-        self.out = out
-        if out == ERROR:
-            self.error = error
-            self.exc = getattr(error, "name", None) if isinstance(error, RemoteError) else None
-            if self.exc is None and error is not None:
-                self.exc = type(error).__name__
-
-    def emit(self) -> None:
-        if not self.t2:  # ended without end(): abandoned
-            self.t2 = time()
-        _ship(self)
-        error = self.error
-        if error is not None:
-            _to_hooks(self, error)
-            if self.out == ERROR:
-                _to_sentry(self, error)
+def server_start(
+    header: Mapping[Any, Any], svc: str, method: str
+) -> tuple[TraceContext | None, Span | None]:
+    """(the context a request's handler runs in, the request's span or None) while tracing
+    is on: ``TraceContext.from_header`` and ``server_begin`` in one. A traced caller's ids
+    (nearly every request's) are checked here, once; any other header goes the long way."""
+    tid = header.get("trace_id")
+    sid = header.get("span_id")
+    par = header.get("parent_span_id")
+    if not are_trace_ids(tid, sid, par) or tid == ZERO_TRACE_ID:
+        ctx = TraceContext.from_header(header)
+        span = server_begin(ctx, svc, method)
+        return (ctx if span is None else span_context(span)), span
+    ctx = _new_context(TraceContext, (tid, sid, par))
+    if method.startswith(BUILTIN_PREFIX) or _untraced.get():
+        return ctx, None
+    # fmt: off
+    span = [tid, sid, par, "server", svc, method, time(), None, 0.0, ABANDONED, None, None,
+            True, None]
+    # fmt: on
+    return ctx, span
 
 
-class HttpSpan(ServerSpan):
-    """A gateway's HTTP request (``http_request``)."""
+def server_begin(ctx: TraceContext | None, svc: str, method: str) -> Span | None:
+    """The span of a request whose header carried ``ctx`` (None: the request starts a new
+    trace, whose context ``span_context`` gives), or None when the request is not recorded
+    (see BUILTIN_PREFIX)."""
+    if method.startswith(BUILTIN_PREFIX) or _untraced.get():
+        return None
+    remote = ctx is not None
+    tid, sid, par = TraceContext.new_root() if ctx is None else ctx
+    # fmt: off
+    return [tid, sid, par, "server", svc, method, time(), None, 0.0, ABANDONED, None, None,
+            remote, None]
+    # fmt: on
 
-    __slots__ = ()
 
-    side = "http"
+def span_context(span: Span) -> TraceContext:
+    """The trace context of a server span: its handler's calls are its children."""
+    return _new_context(TraceContext, (span[TID], span[SID], span[PAR]))
 
 
 def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str = "http") -> None:
@@ -498,30 +499,15 @@ def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str 
     400 up are errors named ``HTTP <status>``."""
     if not ON:
         return
-    span = HttpSpan(ctx, svc, what)
-    span.remote = False
-    span.t0 = t0
-    span.t2 = time()
-    if status < 400:
-        span.out = OK
-    else:
-        span.out, span.exc = ERROR, f"HTTP {status}"
-    _ship(span)
-
-
-def server_begin(ctx: TraceContext | None, svc: str, method: str) -> ServerSpan | None:
-    """The span of a request whose header carried ``ctx`` (None: it starts a new trace),
-    or None when the request is not recorded (see BUILTIN_PREFIX). The handler runs under
-    ``span.ctx``."""
-    if method.startswith(BUILTIN_PREFIX) or _untraced.get():
-        return None
-    return ServerSpan(ctx, svc, method)
+    out, exc = (OK, None) if status < 400 else (ERROR, f"HTTP {status}")
+    tid, sid, par = ctx
+    _ship([tid, sid, par, "http", svc, what, t0, None, time(), out, exc, None, False, None])
 
 
 # -- Sentry ---------------------------------------------------------------------------
 
 
-def _to_sentry(span: ServerSpan, error: Any) -> None:
+def _to_sentry(span: Span, error: Any) -> None:
     """Forward a server-side ERR to Sentry, when the application initialised its SDK (we
     never import it: if it is not imported, it cannot be initialised)."""
     sdk: Any = sys.modules.get("sentry_sdk")
@@ -536,9 +522,9 @@ def _to_sentry(span: ServerSpan, error: Any) -> None:
             return
         scope_of = getattr(sdk, "new_scope", None) or sdk.push_scope
         with scope_of() as scope:
-            scope.set_tag("trace_id", span.ctx.trace_id)
-            scope.set_tag("rpc.service", span.svc)
-            scope.set_tag("rpc.method", span.method)
+            scope.set_tag("trace_id", span[TID])
+            scope.set_tag("rpc.service", span[SVC])
+            scope.set_tag("rpc.method", span[M])
             scope.set_tag("rpc.system", "zerorpc")
             if isinstance(error, BaseException):
                 sdk.capture_exception(error)
@@ -665,7 +651,7 @@ class CollectorHandler(logging.Handler):
 
     ``emit`` only appends the record's packed row to a queue, and while this handler alone
     listens, closed spans are queued as they are (``take``: see ``_route``). A sender
-    thread, started with the handler, makes and packs the spans' rows and sends what is
+    thread, started with the handler, packs the spans' rows and sends what is
     queued every ``interval`` seconds (sooner once a quarter of ``max_buffered`` records
     wait; while none come, it waits longer each time, up to ``IDLE_INTERVAL``), in batches
     of ``batch_size`` rows (see the module doc), on its own PUSH socket, with NOBLOCK: when
@@ -696,7 +682,7 @@ class CollectorHandler(logging.Handler):
         self._interval = interval
         self._max = max_buffered
         self._close_timeout = close_timeout
-        self._records: deque[bytes | _Span] = deque()  # packed rows, closed spans
+        self._records: deque[bytes | Span] = deque()  # packed rows, closed spans
         # Woken by put() and take() only when the queue fills up: waking it for every batch
         # made the calling thread hand the GIL over that often.
         self._wake_at = max(batch_size, max_buffered // 4)
@@ -754,9 +740,9 @@ class CollectorHandler(logging.Handler):
         if len(records) == self._wake_at:
             self._wake.set()
 
-    def take(self, span: _Span) -> None:
+    def take(self, span: Span) -> None:
         """Queue a closed span as it is (``_ship``, while this handler alone listens): the
-        sender thread makes and packs its row, in a batch, off the call's path."""
+        sender thread packs its row, in a batch, off the call's path."""
         records = self._records
         if len(records) >= self._max or self._closing:
             self._full += not self._closing
@@ -830,12 +816,12 @@ class CollectorHandler(logging.Handler):
                 continue
             self.sent += count
 
-    def _packed_rows(self, items: list[bytes | _Span], alone: bool) -> tuple[list[bytes], int]:
+    def _packed_rows(self, items: list[bytes | Span], alone: bool) -> tuple[list[bytes], int]:
         """(the packed rows of queued items, in a few parts; how many rows). Rows queued by
         put() are packed already; the spans' rows are packed in one call, as one array
         whose header is cut off. When we are not alone, spans go through logging instead."""
-        parts = [item for item in items if isinstance(item, bytes)]
-        spans = [item for item in items if isinstance(item, _Span)]
+        parts = [item for item in items if type(item) is bytes]
+        spans = [item for item in items if type(item) is list]
         if not alone:
             for span in spans:
                 _through_logging(span)
@@ -843,7 +829,10 @@ class CollectorHandler(logging.Handler):
         if not spans:
             return parts, len(parts)
         try:
-            rows = [span.row() for span in spans]
+            rows: list[Any] = [span[:ROW_WIDTH] for span in spans]  # a span's row begins it
+            for i, row in enumerate(rows):
+                if not _fits(row):
+                    rows[i] = _fitted(tuple(row))
             packed = _pack(rows)
         except (TypeError, ValueError, OverflowError):  # a row that cannot be made or packed
             parts += self._packed_one_by_one(spans)
@@ -852,12 +841,12 @@ class CollectorHandler(logging.Handler):
         parts.append(packed[len(_packer.pack_array_header(len(rows))) :])
         return parts, count
 
-    def _packed_one_by_one(self, spans: list[_Span]) -> list[bytes]:
+    def _packed_one_by_one(self, spans: list[Span]) -> list[bytes]:
         """Each span's row packed alone; one that cannot be is dropped and counted."""
         packed = []
         for span in spans:
             try:
-                packed.append(_pack(span.row()))
+                packed.append(_pack(row_of(span)))
             except (TypeError, ValueError, OverflowError):
                 self._refused += 1
         return packed

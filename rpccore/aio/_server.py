@@ -106,12 +106,10 @@ class Server(ServerPump["asyncio.Task[None]"]):
 
     async def _serve(self, request: Request, func: Callable[..., Any]) -> None:
         cid, conn = request.channel, self._server
-        trace = TraceContext.from_header(request.header)
-        span = None
         if _tracing.ON:
-            span = _tracing.server_begin(trace, self.service.name, request.method)
-            if span is not None:
-                trace = span.ctx
+            trace, span = _tracing.server_start(request.header, self.service.name, request.method)
+        else:
+            trace, span = TraceContext.from_header(request.header), None
         current_trace.set(trace)
         try:
             result = await run_method(func, request.args, self._executor)
@@ -120,50 +118,48 @@ class Server(ServerPump["asyncio.Task[None]"]):
             else:
                 conn.send_reply(cid, result)
                 if span is not None:
-                    span.end(_tracing.OK)
+                    _tracing.end(span, _tracing.OK)
         except asyncio.CancelledError:
             if span is not None:  # the channel is still open when the server stops
-                span.end(_tracing.ABANDONED if conn.is_open(cid) else _tracing.LOST)
+                _tracing.end(span, _tracing.ABANDONED if conn.is_open(cid) else _tracing.LOST)
             conn.close(cid)
         except Exception as exc:
             # A stream may fail after using up its credit: the ERR waits for credit too.
             if await self._wait_credit(cid):
                 conn.send_exception(cid, exc)
                 if span is not None:
-                    span.end(_tracing.ERROR, exc)
+                    _tracing.end(span, _tracing.ERROR, exc)
             elif span is not None:
-                span.end(_tracing.LOST)
+                _tracing.end(span, _tracing.LOST)
         finally:
             self._handlers.pop(cid, None)
             self._credit.pop(cid, None)
             if not self._closed:
                 self._flush()
             if span is not None:  # after the answer left: the record never delays it
-                span.emit()
+                _tracing.emit(span)
 
-    async def _stream(
-        self, cid: ServerChannelId, result: Any, span: _tracing.ServerSpan | None
-    ) -> None:
+    async def _stream(self, cid: ServerChannelId, result: Any, span: _tracing.Span | None) -> None:
         conn = self._server
         async for item in self._items(result):
             if not await self._wait_credit(cid):
                 if span is not None:
-                    span.end(_tracing.LOST)
+                    _tracing.end(span, _tracing.LOST)
                 return
             if not conn.send_stream_item(cid, item):  # unencodable: ERR sent instead
                 if span is not None:
-                    span.end(_tracing.ERROR)
+                    _tracing.end(span, _tracing.ERROR)
                 return
             if span is not None:
-                span.item()
+                _tracing.item(span)
             # Each item goes out now: the next one may be slow to come.
             self._flush()
         if await self._wait_credit(cid):
             conn.send_stream_done(cid)
             if span is not None:
-                span.end(_tracing.STREAM)
+                _tracing.end(span, _tracing.STREAM)
         elif span is not None:
-            span.end(_tracing.LOST)
+            _tracing.end(span, _tracing.LOST)
 
     async def _items(self, result: Any) -> Any:
         if hasattr(result, "__aiter__"):

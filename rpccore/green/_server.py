@@ -103,12 +103,10 @@ class Server(ServerPump[gevent.Greenlet]):
 
     def _serve(self, request: Request, func: Callable[..., Any]) -> None:
         cid, conn = request.channel, self._server
-        trace = TraceContext.from_header(request.header)
-        span = None
         if _tracing.ON:
-            span = _tracing.server_begin(trace, self.service.name, request.method)
-            if span is not None:
-                trace = span.ctx
+            trace, span = _tracing.server_start(request.header, self.service.name, request.method)
+        else:
+            trace, span = TraceContext.from_header(request.header), None
         current_trace.set(trace)
         try:
             result = run_method(func, request.args, self._threads)
@@ -117,19 +115,19 @@ class Server(ServerPump[gevent.Greenlet]):
             else:
                 conn.send_reply(cid, result)
                 if span is not None:
-                    span.end(_tracing.OK)
+                    _tracing.end(span, _tracing.OK)
         except gevent.GreenletExit:
             if span is not None:  # the channel is still open when the server stops
-                span.end(_tracing.ABANDONED if conn.is_open(cid) else _tracing.LOST)
+                _tracing.end(span, _tracing.ABANDONED if conn.is_open(cid) else _tracing.LOST)
             conn.close(cid)
         except Exception as exc:
             # A stream may fail after using up its credit: the ERR waits for credit too.
             if self._wait_credit(cid):
                 conn.send_exception(cid, exc)
                 if span is not None:
-                    span.end(_tracing.ERROR, exc)
+                    _tracing.end(span, _tracing.ERROR, exc)
             elif span is not None:  # the client is gone (LostRemote killed us)
-                span.end(_tracing.LOST)
+                _tracing.end(span, _tracing.LOST)
         finally:
             self._handlers.pop(cid, None)
             self._credit.pop(cid, None)
@@ -137,9 +135,9 @@ class Server(ServerPump[gevent.Greenlet]):
                 self._flush_reply()
             if span is not None:  # after the answer left (or was queued to leave with
                 # the replies of the batch being read): the record never delays it
-                span.emit()
+                _tracing.emit(span)
 
-    def _stream(self, cid: ServerChannelId, result: Any, span: _tracing.ServerSpan | None) -> None:
+    def _stream(self, cid: ServerChannelId, result: Any, span: _tracing.Span | None) -> None:
         conn = self._server
         iterator = iter(result)
 
@@ -158,22 +156,22 @@ class Server(ServerPump[gevent.Greenlet]):
                 break
             if not self._wait_credit(cid):
                 if span is not None:
-                    span.end(_tracing.LOST)
+                    _tracing.end(span, _tracing.LOST)
                 return
             if not conn.send_stream_item(cid, item):  # unencodable: ERR sent instead
                 if span is not None:
-                    span.end(_tracing.ERROR)
+                    _tracing.end(span, _tracing.ERROR)
                 return
             if span is not None:
-                span.item()
+                _tracing.item(span)
             # Each item goes out now: the next one may be slow to come.
             self._flush()
         if self._wait_credit(cid):
             conn.send_stream_done(cid)
             if span is not None:
-                span.end(_tracing.STREAM)
+                _tracing.end(span, _tracing.STREAM)
         elif span is not None:
-            span.end(_tracing.LOST)
+            _tracing.end(span, _tracing.LOST)
 
     def _wait_credit(self, cid: ServerChannelId) -> bool:
         """Wait until the channel may send; False if it closed (the client is gone)."""

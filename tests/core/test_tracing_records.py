@@ -24,6 +24,7 @@ from trace_capture import Records, recording
 import rpccore
 from rpccore import RemoteError, TraceContext, call_metadata, current_trace, tracing
 from rpccore import _tracing as tracing_impl
+from rpccore._tracing import PAR, SID, T0, TID, M, N
 
 KEYS = {
     "v", "tid", "sid", "par", "side", "svc", "m", "t0", "t1", "t2", "out", "exc", "n",
@@ -42,14 +43,12 @@ def records() -> Iterator[Records]:
 
 def server_record() -> None:
     span = tracing_impl.server_begin(TraceContext(TRACE, SPAN, PARENT), "calc", "add")
-    span.end(tracing.OK)
-    span.emit()
+    tracing_impl.end(span, tracing.OK)
+    tracing_impl.emit(span)
 
 
 def test_a_server_record_has_the_agreed_keys(records: Records) -> None:
-    span = tracing_impl.server_begin(TraceContext(TRACE, SPAN, PARENT), "calc", "add")
-    span.end(tracing.OK)
-    span.emit()
+    server_record()
     [record] = records.records
     assert set(record) == KEYS
     assert record["v"] == 1
@@ -63,38 +62,74 @@ def test_a_server_record_has_the_agreed_keys(records: Records) -> None:
 
 def test_a_request_without_context_starts_a_trace_on_the_server(records: Records) -> None:
     span = tracing_impl.server_begin(None, "calc", "add")
-    assert re.fullmatch(r"[0-9a-f]{32}", span.ctx.trace_id)
-    assert span.ctx.parent_span_id is None
-    span.end(tracing.ERROR, KeyError("k"))
-    span.emit()
+    assert re.fullmatch(r"[0-9a-f]{32}", span[TID])
+    assert span[PAR] is None
+    tracing_impl.end(span, tracing.ERROR, KeyError("k"))
+    tracing_impl.emit(span)
     [record] = records.records
-    assert (record["out"], record["exc"], record["tid"]) == ("error", "KeyError", span.ctx.trace_id)
+    assert (record["out"], record["exc"], record["tid"]) == ("error", "KeyError", span[TID])
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        ({"trace_id": TRACE, "span_id": SPAN, "parent_span_id": PARENT}, (TRACE, SPAN, PARENT)),
+        ({"trace_id": TRACE, "span_id": SPAN}, (TRACE, SPAN, None)),
+        ({"trace_id": TRACE, "span_id": SPAN, "parent_span_id": "zz"}, (TRACE, SPAN, None)),
+        ({"trace_id": TRACE, "span_id": 7}, (TRACE, None, None)),  # a new span id
+        ({"trace_id": TRACE.upper(), "span_id": SPAN}, (None, None, None)),  # a new trace
+        ({"trace_id": "0" * 32, "span_id": SPAN}, (None, None, None)),
+        ({"traceparent": f"00-{TRACE}-{SPAN}-01"}, (TRACE, SPAN, None)),
+        ({}, (None, None, None)),
+    ],
+)
+def test_server_start_gives_the_handler_the_context_of_its_span(
+    header: dict[str, Any], kept: tuple[str | None, str | None, str | None]
+) -> None:
+    ctx, span = tracing_impl.server_start({"v": 3, **header}, "calc", "add")
+    assert span is not None
+    assert ctx == (span[TID], span[SID], span[PAR])  # the handler's calls are its children
+    assert tracing.are_trace_ids(*ctx)
+    for got, want in zip(ctx, kept, strict=True):
+        assert want is None or got == want
+    assert (ctx.trace_id == TRACE) is (kept[0] is not None)  # a new trace when not kept
+    assert span[tracing_impl.REMOTE] is (kept[0] is not None)
+    assert span[tracing_impl.ROW_WIDTH :] == [span[tracing_impl.REMOTE], None]
+
+
+def test_server_start_records_no_builtin_but_keeps_its_context() -> None:
+    header = {"trace_id": TRACE, "span_id": SPAN}
+    assert tracing_impl.server_start(header, "calc", "_zerorpc_ping") == (
+        TraceContext(TRACE, SPAN),
+        None,
+    )
+    assert tracing_impl.server_start({}, "calc", "_zerorpc_inspect") == (None, None)
 
 
 def test_a_root_call_starts_a_trace_and_a_nested_one_continues_it(records: Records) -> None:
-    def root() -> tuple[dict[str, Any], tracing_impl.ClientSpan]:
+    def root() -> tuple[dict[str, Any], tracing_impl.Span | None]:
         call_metadata.set({"caller": "me", "trace_id": "theirs"})
         return tracing_impl.client_begin("add", "tcp://x:1")
 
     header, span = contextvars.copy_context().run(root)
     assert header["caller"] == "me"
-    assert header["trace_id"] == span.tid  # the trace keys win over the metadata
-    assert header["span_id"] == span.sid
+    assert header["trace_id"] == span[TID]  # the trace keys win over the metadata
+    assert header["span_id"] == span[SID]
     assert "parent_span_id" not in header
-    assert span.par is None
+    assert span[PAR] is None
 
-    def nested() -> tuple[dict[str, Any], tracing_impl.ClientSpan]:
+    def nested() -> tuple[dict[str, Any], tracing_impl.Span | None]:
         current_trace.set(TraceContext(TRACE, SPAN))
         return tracing_impl.client_begin("add", "calc")
 
     header, span = contextvars.copy_context().run(nested)
-    assert (span.tid, span.par) == (TRACE, SPAN)
-    assert header == {"trace_id": TRACE, "span_id": span.sid, "parent_span_id": SPAN}
-    assert span.sid != SPAN
+    assert (span[TID], span[PAR]) == (TRACE, SPAN)
+    assert header == {"trace_id": TRACE, "span_id": span[SID], "parent_span_id": SPAN}
+    assert span[SID] != SPAN
     for i in range(3):
-        span.item()
-        assert span.n == i + 1
-    span.finish(tracing.STREAM)
+        tracing_impl.item(span)
+        assert span[N] == i + 1
+    tracing_impl.finish(span, tracing.STREAM)
     [record] = records.records
     assert (record["side"], record["out"], record["n"], record["svc"]) == (
         "client",
@@ -119,8 +154,8 @@ def test_how_a_failed_call_is_recorded(
 ) -> None:
     _, span = tracing_impl.client_begin("add", "calc")
     assert span is not None
-    span.end_failed(error)
-    span.ship()
+    tracing_impl.end_failed(span, error)
+    tracing_impl.ship(span)
     [record] = records.records
     assert (record["out"], record["exc"]) == (out, exc)
     assert record["t1"] is (None if out in ("timeout", "lost") else record["t2"])
@@ -370,17 +405,17 @@ def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with collector_alone(monkeypatch, "spans", passes_by_hand=True) as (handler, pull):
-        spans = [
-            tracing_impl.ClientSpan(TRACE, f"{n:016x}", None, "calc", "add") for n in (1, 2, 3)
-        ]
+        spans = [tracing_impl.client_begin("add", "calc")[1] for _ in range(3)]
         for span in spans:
-            span.end(tracing.OK)
+            assert span is not None
+            tracing_impl.end(span, tracing.OK)
             handler.take(span)
-        spans[1].method = 42  # type: ignore[assignment]  # its row cannot be made
-        handler.put(spans[0].row())  # a row queued packed, as emit() queues one
+        spans[1][M] = 42  # its row cannot be made
+        handler.put(tracing_impl.row_of(spans[0]))  # a row queued packed, as emit() queues one
         handler._send_queued()
         got = unpack_batch(pull.recv())
-        assert sorted(record["sid"] for record in got) == [spans[0].sid, spans[0].sid, spans[2].sid]
+        sids = sorted([spans[0][SID], spans[0][SID], spans[2][SID]])
+        assert sorted(record["sid"] for record in got) == sids
         assert {record["proc"] for record in got} == {"spans"}
         assert (handler.sent, handler.dropped) == (3, 1)
 
@@ -405,19 +440,19 @@ def test_error_hooks_see_every_err_and_cannot_break_calls(records: Records) -> N
     try:
         problem = KeyError("k")
         span = tracing_impl.server_begin(TraceContext(TRACE, SPAN), "calc", "get")
-        span.end(tracing.ERROR, problem)
-        span.emit()
+        tracing_impl.end(span, tracing.ERROR, problem)
+        tracing_impl.emit(span)
         _, client = tracing_impl.client_begin("get", "calc")
         remote = RemoteError("KeyError", "k", None)
-        client.end_failed(remote)
-        client.ship()
+        tracing_impl.end_failed(client, remote)
+        tracing_impl.ship(client)
         ok = tracing_impl.server_begin(None, "calc", "get")
-        ok.end(tracing.OK)
-        ok.emit()
+        tracing_impl.end(ok, tracing.OK)
+        tracing_impl.emit(ok)
     finally:
         remove()
         remove_broken()
-    assert seen == [(TRACE, problem), (client.tid, remote)]
+    assert seen == [(TRACE, problem), (client[TID], remote)]
     assert len(records.records) == 3
 
 
@@ -439,8 +474,8 @@ def test_server_errors_go_to_an_initialised_sentry(records: Records) -> None:
         try:
             1 / 0  # noqa: B018
         except ZeroDivisionError as exc:
-            span.end(tracing.ERROR, exc)
-        span.emit()
+            tracing_impl.end(span, tracing.ERROR, exc)
+        tracing_impl.emit(span)
         sentry_sdk.flush()
     finally:
         sentry_sdk.get_client().close()
@@ -466,11 +501,11 @@ def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> No
     try:
         _, client = tracing_impl.client_begin("add", "calc")
         server = tracing_impl.server_begin(
-            TraceContext(client.tid, client.sid, client.par), "calc", "add"
+            TraceContext(client[TID], client[SID], client[PAR]), "calc", "add"
         )
-        server.end(tracing.ERROR, ValueError("v"))
-        server.emit()
-        client.finish(tracing.OK)
+        tracing_impl.end(server, tracing.ERROR, ValueError("v"))
+        tracing_impl.emit(server)
+        tracing_impl.finish(client, tracing.OK)
     finally:
         logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
         handler.close()
@@ -483,13 +518,13 @@ def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> No
     assert (s.attributes["rpc.service"], s.attributes["rpc.method"]) == ("calc", "add")
     assert s.context is not None
     assert c.context is not None
-    assert format(s.context.trace_id, "032x") == format(c.context.trace_id, "032x") == client.tid
-    assert format(s.context.span_id, "016x") == client.sid  # the server span is our sid
+    assert format(s.context.trace_id, "032x") == format(c.context.trace_id, "032x") == client[TID]
+    assert format(s.context.span_id, "016x") == client[SID]  # the server span is our sid
     assert s.parent is not None
     assert s.parent.span_id == c.context.span_id
     assert c.parent is None  # a root call
     assert s.status.status_code is StatusCode.ERROR
-    assert s.start_time == int(server.t0 * 1e9)
+    assert s.start_time == int(server[T0] * 1e9)
 
 
 # -- carrying the context into threads -------------------------------------------------
