@@ -94,9 +94,11 @@ ABANDONED: Final = "abandoned"
 # Seconds between sends of what has gathered: short, so that few records wait (a longer
 # queue costs the calling threads more in cache misses than the extra wake-ups do).
 FLUSH_INTERVAL: Final = 0.02
-BATCH_SIZE: Final = 256  # records per message
-SEND_HWM: Final = 64  # batches ZeroMQ may queue for a slow or absent collector
-MAX_BUFFERED: Final = 64 * BATCH_SIZE  # records waiting for the sender thread
+# Records per message: a pass of the sender (20 ms of a busy process's calls) in one or two
+# messages, each under 300 KiB (MAX_RECORD_BYTES each); every send lets go of the GIL.
+BATCH_SIZE: Final = 1024
+SEND_HWM: Final = 16  # batches ZeroMQ may queue for a slow or absent collector
+MAX_BUFFERED: Final = 16 * BATCH_SIZE  # records waiting for the sender thread
 IDLE_INTERVAL: Final = 1.0  # seconds the sender waits at most while no records come
 CLOSE_TIMEOUT: Final = 0.5  # seconds a closing handler gives its last batches
 

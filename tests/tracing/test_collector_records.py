@@ -381,3 +381,22 @@ def test_the_recent_rate_weighs_the_previous_window_by_what_is_left_of_it() -> N
     assert recent_rate(60, 0, 120.0) == 1.0
     assert recent_rate(30, 60, 150.0) == pytest.approx((30 + 30) / 60)
     assert recent_rate(0, 60, 179.99) == pytest.approx(0.0, abs=0.01)
+
+
+def test_a_full_batch_of_the_longest_records_fits_in_one_collector_message() -> None:
+    from gateway.collector import DEFAULT_MAX_MESSAGE_SIZE
+
+    span = [TID, SID, SID, "server", "s" * 500, "m" * 500, 1.5, 1.5, 2.5, "error", "e" * 500]
+    span += [None, False, None]
+    row = tracing_impl.row_of(span)  # its names shortened to keep to MAX_RECORD_BYTES
+    count = tracing_impl.BATCH_SIZE
+    message = b"".join(
+        [
+            tracing_impl._ident.batch_header,
+            msgpack.Packer().pack_array_header(count),
+            *[msgpack.packb(row)] * count,
+        ]
+    )
+    assert len(message) <= DEFAULT_MAX_MESSAGE_SIZE
+    records, refused = decode_message(message)
+    assert (len(records), refused) == (count, 0)
