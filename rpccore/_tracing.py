@@ -99,7 +99,10 @@ FLUSH_INTERVAL: Final = 0.02
 BATCH_SIZE: Final = 1024
 SEND_HWM: Final = 16  # batches ZeroMQ may queue for a slow or absent collector
 MAX_BUFFERED: Final = 16 * BATCH_SIZE  # records waiting for the sender thread
-IDLE_INTERVAL: Final = 1.0  # seconds the sender waits at most while no records come
+# Seconds the sender waits at most while no records come: also how long a burst after a
+# quiet spell may gather before it wakes (a quarter of a second of calls stays well under
+# MAX_BUFFERED: spans are queued with no check, see CollectorHandler.take).
+IDLE_INTERVAL: Final = 0.25
 CLOSE_TIMEOUT: Final = 0.5  # seconds a closing handler gives its last batches
 
 _IDENT_LIMIT: Final = 24  # bytes of the process and host names kept
@@ -654,11 +657,11 @@ class CollectorHandler(logging.Handler):
     ``emit`` only appends the record's packed row to a queue, and while this handler alone
     listens, closed spans are queued as they are (``take``: see ``_route``). A sender
     thread, started with the handler, packs the spans' rows and sends what is
-    queued every ``interval`` seconds (sooner once a quarter of ``max_buffered`` records
+    queued every ``interval`` seconds (sooner once a quarter of ``max_buffered`` rows
     wait; while none come, it waits longer each time, up to ``IDLE_INTERVAL``), in batches
     of ``batch_size`` rows (see the module doc), on its own PUSH socket, with NOBLOCK: when
     the collector is dead or slow, ZeroMQ queues ``high_water_mark`` batches, then batches
-    are dropped and counted in ``dropped``, as are records that find the queue full. The
+    are dropped and counted in ``dropped``, as are records past ``max_buffered``. The
     socket lives on a context of its own and is used by the sender thread only; with
     gevent's monkey patching the thread is a greenlet, and NOBLOCK sends never block the
     hub either. The thread starts with the handler, not at the first record: starting a
@@ -685,6 +688,11 @@ class CollectorHandler(logging.Handler):
         self._max = max_buffered
         self._close_timeout = close_timeout
         self._records: deque[bytes | Span] = deque()  # packed rows, closed spans
+        # take(span) queues a closed span as it is (it is ``_ship`` while this handler
+        # alone listens): the deque's own append, so a traced call runs no Python for it.
+        # The sender packs its row in a batch, off the call's path, and keeps the queue to
+        # ``max_buffered`` at each pass.
+        self.take: Callable[[Span], None] = self._records.append
         # Woken by put() and take() only when the queue fills up: waking it for every batch
         # made the calling thread hand the GIL over that often.
         self._wake_at = max(batch_size, max_buffered // 4)
@@ -742,17 +750,6 @@ class CollectorHandler(logging.Handler):
         if len(records) == self._wake_at:
             self._wake.set()
 
-    def take(self, span: Span) -> None:
-        """Queue a closed span as it is (``_ship``, while this handler alone listens): the
-        sender thread packs its row, in a batch, off the call's path."""
-        records = self._records
-        if len(records) >= self._max or self._closing:
-            self._full += not self._closing
-            return
-        records.append(span)
-        if len(records) == self._wake_at:
-            self._wake.set()
-
     def flush(self) -> None:
         """Ask the sender to send now (it does not wait for it)."""
         self._wake.set()
@@ -799,6 +796,11 @@ class CollectorHandler(logging.Handler):
         # if that changed (our emit() queues them again, as packed rows).
         alone = _route() is self
         records, sock = self._records, self._sock
+        excess = len(records) - self._max
+        if excess > 0:  # spans came faster than this thread could take them: drop the newest
+            for _ in range(excess):
+                records.pop()
+            self._full += excess
         while records:
             items = [records.popleft() for _ in range(min(len(records), self._batch))]
             parts, count = self._packed_rows(items, alone)

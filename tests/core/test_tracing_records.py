@@ -420,6 +420,23 @@ def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
         assert (handler.sent, handler.dropped) == (3, 1)
 
 
+def test_spans_past_max_buffered_are_dropped_and_counted_by_the_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # take() is the queue's own append, with no check: the sender keeps the bound.
+    with collector_alone(monkeypatch, passes_by_hand=True) as (handler, pull):
+        handler._max = 5
+        spans = [tracing_impl.client_begin("add", "calc")[1] for _ in range(8)]
+        for span in spans:
+            assert span is not None
+            tracing_impl.finish(span, tracing.OK)  # through _ship: take
+        assert len(handler._records) == 8
+        handler._send_queued()
+        got = unpack_batch(pull.recv())
+        assert [record["sid"] for record in got] == [span[SID] for span in spans[:5]]
+        assert (handler.sent, handler.dropped, len(handler._records)) == (5, 3, 0)
+
+
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:
     with pytest.raises(zmq.ZMQError):
         tracing.enable("nonsense://x")
