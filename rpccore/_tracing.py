@@ -242,7 +242,7 @@ def _log_record(record: dict[str, Any], remote_parent: bool) -> logging.LogRecor
 def _through_logging(span: Span) -> None:
     """Hand a closed span's record to ``logging`` (its handlers and filters)."""
     if logger.isEnabledFor(logging.INFO):
-        logger.handle(_log_record(_as_record(row_of(span)), span[REMOTE]))
+        logger.handle(_log_record(_as_record(row_of(span)), remote_of(span)))
 
 
 # Where a closed span goes, set by _route: every traced call calls it once on each side,
@@ -303,17 +303,29 @@ def on_error(callback: ErrorHook) -> Callable[[], None]:
 
 # -- spans ----------------------------------------------------------------------------
 #
-# A SPAN is a plain list: its ROW (the values of ROW_FIELDS, filled in as the call goes),
-# then whether its parent came over the wire (REMOTE: a server span continuing a caller's
-# trace) and the error an ERR carried, for the error hooks (ERR, else None). A list rather
-# than an object: one is made on each side of every traced call, and a list is made in a
-# third of the time of a slotted object and written with the interpreter's fast path for
-# lists; and the sender packs a span's row as it is, without making one.
+# A SPAN is a plain list: its ROW, the values of ROW_FIELDS, filled in as the call goes.
+# Two more items follow when they are not what its side implies: REMOTE, whether its parent
+# came over the wire (implied: yes on a server, which continues its caller's trace; no on a
+# client or for the gateway's HTTP request), and ERR, the error an ERR carried, for the
+# error hooks (implied: none). A list rather than an object: one is made on each side of
+# every traced call, and a list is made in a third of the time of a slotted object and
+# written with the interpreter's fast path for lists; and the sender packs nearly every
+# span as it is, the row it is.
 
 Span = list[Any]
 TID, SID, PAR, SIDE, SVC, M, T0, T1, T2, OUT, EXC, N, REMOTE, ERR = range(14)
 ROW_WIDTH: Final = len(ROW_FIELDS)  # a span's first items are its row
 _ANSWERED: Final = frozenset({OK, ERROR, STREAM})  # outcomes whose end is an answer
+
+
+def remote_of(span: Span) -> bool:
+    """Whether a span's parent came over the wire."""
+    return span[REMOTE] if len(span) > ROW_WIDTH else span[SIDE] == "server"  # type: ignore[no-any-return]
+
+
+def error_of(span: Span) -> Any:
+    """The error an ERR carried, for the error hooks, or None."""
+    return span[ERR] if len(span) > ROW_WIDTH else None
 
 
 def row_of(span: Span) -> Row:
@@ -356,7 +368,10 @@ def end(span: Span, out: str, error: Any = None) -> None:
             span[T1] = t2
         return
     if error is not None:
-        span[ERR] = error
+        if len(span) == ROW_WIDTH:
+            span += (remote_of(span), error)
+        else:
+            span[ERR] = error
         span[EXC] = _error_name(error)
     if span[T1] is None and out in _ANSWERED:
         span[T1] = t2
@@ -385,7 +400,7 @@ def end_failed(span: Span, error: RPCError) -> None:
 
 def ship(span: Span) -> None:
     """Send an ended client span's record (and its error to the error hooks)."""
-    error = span[ERR]
+    error = span[ERR] if len(span) > ROW_WIDTH else None
     _ship(span)
     if error is not None:
         _to_hooks(span, error)
@@ -402,7 +417,7 @@ def emit(span: Span) -> None:
     abandoned), and its error to the error hooks and Sentry."""
     if not span[T2]:
         span[T2] = time()
-    error = span[ERR]
+    error = span[ERR] if len(span) > ROW_WIDTH else None
     _ship(span)
     if error is not None:
         _to_hooks(span, error)
@@ -449,10 +464,7 @@ def client_begin(method: str, svc: str) -> tuple[dict[str, Any] | None, Span | N
     metadata = call_metadata.get()
     if metadata:
         header = {**metadata, **header}
-    # fmt: off
-    span = [tid, sid, par, "client", svc, method, time(), None, 0.0, ABANDONED, None, None,
-            False, None]
-    # fmt: on
+    span = [tid, sid, par, "client", svc, method, time(), None, 0.0, ABANDONED, None, None]
     return header, span
 
 
@@ -472,10 +484,7 @@ def server_start(
     ctx = _new_context(TraceContext, (tid, sid, par))
     if method.startswith(BUILTIN_PREFIX) or _untraced.get():
         return ctx, None
-    # fmt: off
-    span = [tid, sid, par, "server", svc, method, time(), None, 0.0, ABANDONED, None, None,
-            True, None]
-    # fmt: on
+    span = [tid, sid, par, "server", svc, method, time(), None, 0.0, ABANDONED, None, None]
     return ctx, span
 
 
@@ -485,12 +494,11 @@ def server_begin(ctx: TraceContext | None, svc: str, method: str) -> Span | None
     (see BUILTIN_PREFIX)."""
     if method.startswith(BUILTIN_PREFIX) or _untraced.get():
         return None
-    remote = ctx is not None
     tid, sid, par = TraceContext.new_root() if ctx is None else ctx
-    # fmt: off
-    return [tid, sid, par, "server", svc, method, time(), None, 0.0, ABANDONED, None, None,
-            remote, None]
-    # fmt: on
+    span = [tid, sid, par, "server", svc, method, time(), None, 0.0, ABANDONED, None, None]
+    if ctx is None:  # a new trace: its parent did not come over the wire
+        span += (False, None)
+    return span
 
 
 def span_context(span: Span) -> TraceContext:
@@ -506,7 +514,7 @@ def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str 
         return
     out, exc = (OK, None) if status < 400 else (ERROR, f"HTTP {status}")
     tid, sid, par = ctx
-    _ship([tid, sid, par, "http", svc, what, t0, None, time(), out, exc, None, False, None])
+    _ship([tid, sid, par, "http", svc, what, t0, None, time(), out, exc, None])
 
 
 # -- Sentry ---------------------------------------------------------------------------
@@ -687,12 +695,13 @@ class CollectorHandler(logging.Handler):
         self._interval = interval
         self._max = max_buffered
         self._close_timeout = close_timeout
-        self._records: deque[bytes | Span] = deque()  # packed rows, closed spans
+        self._rows: deque[bytes] = deque()  # packed rows (put)
+        self._spans: deque[Span] = deque()  # closed spans (take)
         # take(span) queues a closed span as it is (it is ``_ship`` while this handler
         # alone listens): the deque's own append, so a traced call runs no Python for it.
         # The sender packs its row in a batch, off the call's path, and keeps the queue to
         # ``max_buffered`` at each pass.
-        self.take: Callable[[Span], None] = self._records.append
+        self.take: Callable[[Span], None] = self._spans.append
         # Woken by put() and take() only when the queue fills up: waking it for every batch
         # made the calling thread hand the GIL over that often.
         self._wake_at = max(batch_size, max_buffered // 4)
@@ -718,9 +727,14 @@ class CollectorHandler(logging.Handler):
 
     def __repr__(self) -> str:
         return (
-            f"<CollectorHandler {self.endpoint} queued={len(self._records)} sent={self.sent} "
+            f"<CollectorHandler {self.endpoint} queued={self.queued} sent={self.sent} "
             f"dropped={self.dropped}>"
         )
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the sender thread."""
+        return len(self._rows) + len(self._spans)
 
     @property
     def dropped(self) -> int:
@@ -735,7 +749,7 @@ class CollectorHandler(logging.Handler):
         """Queue one record's row (``emit`` without the LogRecord and the dict)."""
         if self._closing:
             return
-        records = self._records
+        records = self._rows
         if len(records) >= self._max:
             self._full += 1
             return
@@ -770,11 +784,11 @@ class CollectorHandler(logging.Handler):
         self._thread.start()
 
     def _run(self) -> None:
-        wake, records = self._wake, self._records
+        wake, rows, spans = self._wake, self._rows, self._spans
         while not self._closing:
             wake.wait(self._pause)
             wake.clear()
-            if records:
+            if rows or spans:
                 self._pause = self._interval
                 self._send_queued()
             else:
@@ -795,55 +809,64 @@ class CollectorHandler(logging.Handler):
         # Look again at who listens: spans queued while we were alone go through logging
         # if that changed (our emit() queues them again, as packed rows).
         alone = _route() is self
-        records, sock = self._records, self._sock
-        excess = len(records) - self._max
+        rows, spans, batch = self._rows, self._spans, self._batch
+        excess = len(spans) - self._max
         if excess > 0:  # spans came faster than this thread could take them: drop the newest
             for _ in range(excess):
-                records.pop()
+                spans.pop()
             self._full += excess
-        while records:
-            items = [records.popleft() for _ in range(min(len(records), self._batch))]
-            parts, count = self._packed_rows(items, alone)
-            if not count:
-                continue
-            # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
-            # from its packed parts.
-            header = _ident.batch_header + _packer.pack_array_header(count)
-            try:
-                sock.send(b"".join([header, *parts]), zmq.NOBLOCK)
-            except zmq.Again:
-                self._refused += count
-                continue
-            except zmq.ZMQError as exc:
-                self._refused += count
-                _log.debug("dropping %d trace records: %s", count, exc)
-                continue
-            self.sent += count
+        while rows or spans:
+            parts = [rows.popleft() for _ in range(min(len(rows), batch))]
+            taken = [spans.popleft() for _ in range(min(len(spans), batch - len(parts)))]
+            if taken and not alone:
+                for span in taken:
+                    _through_logging(span)
+                taken = []
+            count = len(parts)
+            if taken:
+                part, rows_in_part = self._packed_spans(taken)
+                parts.append(part)
+                count += rows_in_part
+            if count:
+                self._send(parts, count)
 
-    def _packed_rows(self, items: list[bytes | Span], alone: bool) -> tuple[list[bytes], int]:
-        """(the packed rows of queued items, in a few parts; how many rows). Rows queued by
-        put() are packed already; the spans' rows are packed in one call, as one array
-        whose header is cut off. When we are not alone, spans go through logging instead."""
-        parts = [item for item in items if type(item) is bytes]
-        spans = [item for item in items if type(item) is list]
-        if not alone:
-            for span in spans:
-                _through_logging(span)
-            return parts, len(parts)
-        if not spans:
-            return parts, len(parts)
+    def _send(self, parts: list[bytes], count: int) -> None:
+        # The batch's msgpack, [BATCH_VERSION, proc, host, pid, [row, ...]], put together
+        # from its packed parts.
+        header = _ident.batch_header + _packer.pack_array_header(count)
         try:
-            rows: list[Any] = [span[:ROW_WIDTH] for span in spans]  # a span's row begins it
-            for i, row in enumerate(rows):
-                if not _fits(row):
-                    rows[i] = _fitted(tuple(row))
+            self._sock.send(b"".join([header, *parts]), zmq.NOBLOCK)
+        except zmq.Again:
+            self._refused += count
+            return
+        except zmq.ZMQError as exc:
+            self._refused += count
+            _log.debug("dropping %d trace records: %s", count, exc)
+            return
+        self.sent += count
+
+    def _packed_spans(self, spans: list[Span]) -> tuple[bytes, int]:
+        """(the rows of closed spans packed in one call, as one array whose header is cut
+        off; how many). A span is its row, unless it carries more (``remote_of``,
+        ``error_of``) or its names must be shortened: the names of a span without an
+        exception or a count are checked once a pass."""
+        rows: list[Any] = spans.copy()
+        checked: set[tuple[str, str]] = set()  # (svc, m) that keep to MAX_RECORD_BYTES
+        try:
+            for i, span in enumerate(spans):
+                if len(span) == ROW_WIDTH and span[EXC] is None and span[N] is None:
+                    names = span[SVC], span[M]
+                    if names in checked:
+                        continue
+                    if _fits(span):
+                        checked.add(names)
+                        continue
+                rows[i] = row_of(span)
             packed = _pack(rows)
         except (TypeError, ValueError, OverflowError):  # a row that cannot be made or packed
-            parts += self._packed_one_by_one(spans)
-            return parts, len(parts)
-        count = len(parts) + len(rows)
-        parts.append(packed[len(_packer.pack_array_header(len(rows))) :])
-        return parts, count
+            parts = self._packed_one_by_one(spans)
+            return b"".join(parts), len(parts)
+        return packed[len(_packer.pack_array_header(len(rows))) :], len(rows)
 
     def _packed_one_by_one(self, spans: list[Span]) -> list[bytes]:
         """Each span's row packed alone; one that cannot be is dropped and counted."""
@@ -861,7 +884,8 @@ def _forget_in_child(ref: weakref.ReferenceType[CollectorHandler]) -> None:
     handler = ref()
     if handler is not None:
         handler._thread = None
-        handler._records.clear()
+        handler._rows.clear()
+        handler._spans.clear()
         handler._wake = threading.Event()
         handler._pause = handler._interval
         if not handler._closing:

@@ -93,8 +93,10 @@ def test_server_start_gives_the_handler_the_context_of_its_span(
     for got, want in zip(ctx, kept, strict=True):
         assert want is None or got == want
     assert (ctx.trace_id == TRACE) is (kept[0] is not None)  # a new trace when not kept
-    assert span[tracing_impl.REMOTE] is (kept[0] is not None)
-    assert span[tracing_impl.ROW_WIDTH :] == [span[tracing_impl.REMOTE], None]
+    assert tracing_impl.remote_of(span) is (kept[0] is not None)
+    assert tracing_impl.error_of(span) is None
+    # A span is its row alone unless it carries more than its side implies.
+    assert len(span) == tracing_impl.ROW_WIDTH + (0 if kept[0] is not None else 2)
 
 
 def test_server_start_records_no_builtin_but_keeps_its_context() -> None:
@@ -339,7 +341,7 @@ def test_a_dead_collector_drops_and_counts_and_never_blocks() -> None:
         while handler.dropped + handler.sent < 2000 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert handler.dropped > 0
-        assert handler.dropped + handler.sent + len(handler._records) == 2000
+        assert handler.dropped + handler.sent + handler.queued == 2000
     finally:
         logger.removeHandler(handler)
         tracing.disable()
@@ -420,6 +422,35 @@ def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
         assert (handler.sent, handler.dropped) == (3, 1)
 
 
+def test_the_sender_packs_each_span_as_its_row_whatever_it_carries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with collector_alone(monkeypatch, "spans", passes_by_hand=True) as (handler, pull):
+        plain = tracing_impl.client_begin("add", "calc")[1]
+        failed = tracing_impl.client_begin("add", "calc")[1]
+        root = tracing_impl.server_begin(None, "calc", "add")  # REMOTE and ERR follow its row
+        long = tracing_impl.client_begin("m" * 400, "calc")[1]  # its name must be shortened
+        spans = [plain, failed, root, long]
+        assert None not in spans
+        tracing_impl.finish(plain, tracing.OK)
+        tracing_impl.end_failed(failed, RemoteError("KeyError", "k", None))
+        tracing_impl.ship(failed)
+        tracing_impl.end(root, tracing.OK)
+        tracing_impl.emit(root)
+        tracing_impl.finish(long, tracing.OK)
+        assert [len(span) for span in (plain, failed, root, long)] == [12, 14, 14, 12]
+        handler._send_queued()
+        got = unpack_batch(pull.recv())
+        assert [record["sid"] for record in got] == [
+            span[SID] for span in (plain, failed, root, long)
+        ]
+        assert [record["exc"] for record in got] == [None, "KeyError", None, None]
+        assert got[2]["side"] == "server"
+        assert 0 < len(got[3]["m"]) < 400
+        assert all(len(msgpack.packb(record)) <= tracing.MAX_RECORD_BYTES for record in got)
+        assert (handler.sent, handler.dropped) == (4, 0)
+
+
 def test_spans_past_max_buffered_are_dropped_and_counted_by_the_sender(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -430,11 +461,11 @@ def test_spans_past_max_buffered_are_dropped_and_counted_by_the_sender(
         for span in spans:
             assert span is not None
             tracing_impl.finish(span, tracing.OK)  # through _ship: take
-        assert len(handler._records) == 8
+        assert handler.queued == 8
         handler._send_queued()
         got = unpack_batch(pull.recv())
         assert [record["sid"] for record in got] == [span[SID] for span in spans[:5]]
-        assert (handler.sent, handler.dropped, len(handler._records)) == (5, 3, 0)
+        assert (handler.sent, handler.dropped, handler.queued) == (5, 3, 0)
 
 
 def test_a_bad_collector_endpoint_fails_at_enable() -> None:
