@@ -320,7 +320,8 @@ _ANSWERED: Final = frozenset({OK, ERROR, STREAM})  # outcomes whose end is an an
 
 def remote_of(span: Span) -> bool:
     """Whether a span's parent came over the wire."""
-    return span[REMOTE] if len(span) > ROW_WIDTH else span[SIDE] == "server"  # type: ignore[no-any-return]
+    remote: bool = span[REMOTE] if len(span) > ROW_WIDTH else span[SIDE] == "server"
+    return remote
 
 
 def error_of(span: Span) -> Any:
@@ -400,7 +401,7 @@ def end_failed(span: Span, error: RPCError) -> None:
 
 def ship(span: Span) -> None:
     """Send an ended client span's record (and its error to the error hooks)."""
-    error = span[ERR] if len(span) > ROW_WIDTH else None
+    error = span[ERR] if len(span) > ROW_WIDTH else None  # error_of(span), in line
     _ship(span)
     if error is not None:
         _to_hooks(span, error)
@@ -417,7 +418,7 @@ def emit(span: Span) -> None:
     abandoned), and its error to the error hooks and Sentry."""
     if not span[T2]:
         span[T2] = time()
-    error = span[ERR] if len(span) > ROW_WIDTH else None
+    error = span[ERR] if len(span) > ROW_WIDTH else None  # error_of(span), in line
     _ship(span)
     if error is not None:
         _to_hooks(span, error)
