@@ -391,10 +391,16 @@ class RedisTraceStore:
         # records and counters travel packed in two arguments, and the reply lists only the
         # traces that grew too long, so redis-py encodes and parses next to nothing.
         tids = list(by_trace)
-        traces = [[tid, starts[tid], by_trace[tid]] for tid in tids]  # floats reach ZADD whole
+        # One flat array, each trace's id, start and record count then its records: the
+        # script's cmsgpack makes no table per trace (floats reach ZADD whole).
+        traces: list[Any] = []
+        for tid in tids:
+            packed = by_trace[tid]
+            traces += (tid, starts[tid], len(packed), *packed)
         counts = [item for pair in _fields(tallies).items() for item in pair]
         window = self.window_key(int(now // WINDOW))
-        keys = [self.recent_key, self.stats_key, window, *map(self.trace_key, tids)]
+        trace_prefix = self.trace_key("")  # the keys concatenated: one is made per trace
+        keys = [self.recent_key, self.stats_key, window, *[trace_prefix + tid for tid in tids]]
         args = [
             self.ttl,
             self.max_spans,
@@ -492,25 +498,29 @@ _pack: Final = msgpack.Packer(use_bin_type=False).pack
 
 # One batch. KEYS: the recent list, the stats hash, this window's stats hash, then each
 # trace's list. ARGV: ttl, max_spans, max_traces, the oldest start kept, the window's ttl,
-# then msgpack of [[trace id, start, [record, ...]], ...] (in the order of the trace keys)
-# and of [field, increment, field, increment, ...]. Returns, for each trace past max_spans,
-# its position and new length. Commands take slices of 1000 values: Lua's unpack() has a
-# stack limit of ~8000.
+# then msgpack of [trace id, start, count, record, ..., trace id, start, count, ...] (in the
+# order of the trace keys) and of [field, increment, field, increment, ...]. Returns, for
+# each trace past max_spans, its position and new length. Commands take slices of 1000
+# values: Lua's unpack() has a stack limit of ~8000.
 _STORE: Final = """
 local ttl, limit, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local over, scores = {}, {}
-for i, trace in ipairs(cmsgpack.unpack(ARGV[6])) do
-  local key, records, length = KEYS[i + 3], trace[3], 0
-  for first = 1, #records, 1000 do
-    length = redis.call('RPUSH', key, unpack(records, first, math.min(first + 999, #records)))
+local items = cmsgpack.unpack(ARGV[6])
+local at, i, size = 1, 0, #items
+while at < size do
+  i = i + 1
+  local key, last, length = KEYS[i + 3], at + 2 + items[at + 2], 0
+  for first = at + 3, last, 1000 do
+    length = redis.call('RPUSH', key, unpack(items, first, math.min(first + 999, last)))
   end
   redis.call('EXPIRE', key, ttl)
   if length > limit then
     over[#over + 1] = i
     over[#over + 1] = length
   end
-  scores[#scores + 1] = trace[2]
-  scores[#scores + 1] = trace[1]
+  scores[#scores + 1] = items[at + 1]
+  scores[#scores + 1] = items[at]
+  at = last + 1
 end
 for first = 1, #scores, 1000 do
   redis.call('ZADD', KEYS[1], 'LT', unpack(scores, first, math.min(first + 999, #scores)))

@@ -12,9 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tracing_support import SID, TID, pack, wire_record
 
+from gateway import trace_records
 from gateway.trace_records import (
     BUCKETS,
+    MAX_METHOD_BYTES,
     MAX_PACKED_BYTES,
+    NAMES_KEPT,
     Outcome,
     Record,
     Side,
@@ -89,6 +92,8 @@ INVALID = [
     {"svc": ""},
     {"svc": "calc\tfake"},
     {"svc": 7},
+    {"svc": ["calc"]},  # unhashable: refused, never a TypeError
+    {"m": {"add": 1}},
     {"m": "add\n"},
     {"m": None},
     {"t0": "now"},
@@ -228,6 +233,7 @@ def test_decoding_never_raises(frame: bytes) -> None:
             st.floats(),
             st.text(max_size=40),
             st.binary(max_size=20),
+            st.lists(st.integers(), max_size=2),
         ),
     )
 )
@@ -247,6 +253,21 @@ def test_long_strings_are_clipped_by_utf8_bytes_never_inside_a_character() -> No
 
 
 # -- the stored form -------------------------------------------------------------------------
+
+
+def test_names_are_remembered_up_to_a_bound_and_read_back_the_same() -> None:
+    long_name = "m" * (MAX_METHOD_BYTES + 10)
+    first = parse_record(wire_record(m=long_name))
+    again = parse_record(wire_record(m=long_name))  # from what was remembered
+    assert first is not None
+    assert again is not None
+    assert first.m == again.m == "m" * MAX_METHOD_BYTES
+    for number in range(NAMES_KEPT + 10):
+        record = parse_record(wire_record(m=f"method_{number}"))
+        assert record is not None
+        assert record.m == f"method_{number}"
+    assert len(trace_records._methods) <= NAMES_KEPT
+    assert parse_record(wire_record(m="method\n")) is None  # never remembered as valid
 
 
 def test_the_compact_form_round_trips() -> None:
