@@ -1,0 +1,134 @@
+"""Where tracing's cost lies: many short paired measurements of one pair in three states.
+
+Run it from the repository root (it needs redis-server, like ``bench/rpc.py --tracing``)::
+
+    .venv/bin/python bench/trace_paired.py                      # asyncio client, sequential
+    .venv/bin/python bench/trace_paired.py --client green --metric inflight --pairs 12
+
+``bench/rpc.py --tracing`` measures tracing on against off once a round, five rounds a run;
+on a noisy host one measurement can move by 20%, more than the effect. This runs our gevent
+server and the chosen client (pinned as in ``bench/rpc.py``) in each of three states, a
+fresh pair for every measurement, the states in turn and their order reversed every time:
+
+* ``off``: tracing off;
+* ``nowhere``: tracing on, records shipped to an endpoint nobody listens on (ZeroMQ refuses
+  them at once): the traced processes' own cost, with no collector or Redis working;
+* ``stored``: tracing on, records stored by a real ``zerogate collector`` in a real Redis,
+  both at idle priority, as in ``bench/rpc.py --tracing``.
+
+It prints each measurement, then per state the median calls/s, the median CPU per call of
+the server and the client, and the median of its per-pass ratios to ``off``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from _collector import CollectorStack, start_collector
+from _common import Child, ChildError, choose_cpus, cpu_seconds, free_ports, stop_all
+
+RPC_BENCH = Path(__file__).resolve().parent / "rpc.py"
+STATES = ("off", "nowhere", "stored")
+WARMUP = 0.3  # seconds of calls before each measurement, untimed
+
+
+@dataclass
+class Measurement:
+    rate: float  # calls/s
+    server_us: float  # server CPU per call
+    client_us: float  # client CPU per call
+
+
+def collector_of(state: str, stack: CollectorStack, nowhere: str) -> str | None:
+    return {"off": None, "nowhere": nowhere, "stored": stack.endpoint}[state]
+
+
+def measure(
+    client_impl: str, metric: str, seconds: float, collector: str | None, logs: Path
+) -> Measurement:
+    """One fresh pair (our gevent server, ``client_impl``), one measurement of ``metric``."""
+    env = {**os.environ, "BENCH_PARENT": str(os.getpid())}
+    if collector is not None:
+        env["ZEROGATE_COLLECTOR"] = collector
+    server_cpu, client_cpu = choose_cpus()
+
+    def spawn(role: str, impl: str, cpu: int | None, endpoint: str | None = None) -> Child:
+        argv = [sys.executable, str(RPC_BENCH), "--role", role, "--impl", impl]
+        argv += ["--cpu", str(cpu)] if cpu is not None else []
+        argv += ["--endpoint", endpoint] if endpoint is not None else []
+        return Child(f"{role}-{impl}", argv, logs, env, quit_on_eof=role == "client")
+
+    server = spawn("server", "green", server_cpu)
+    try:
+        endpoint = server.recv(timeout=30)["endpoint"]
+        client = spawn("client", client_impl, client_cpu, endpoint)
+        try:
+            client.recv(timeout=60)
+            cmd: dict[str, Any] = {"op": metric, "limit": 10_000_000, "size": 1}
+            client.request({**cmd, "duration": WARMUP}, timeout=60)
+            before = cpu_seconds(server.pid), cpu_seconds(client.pid)
+            result = client.request({**cmd, "duration": seconds}, timeout=seconds + 60)
+            calls = max(result["n"], 1)
+            return Measurement(
+                rate=result["n"] / result["elapsed"],
+                server_us=(cpu_seconds(server.pid) - before[0]) / calls * 1e6,
+                client_us=(cpu_seconds(client.pid) - before[1]) / calls * 1e6,
+            )
+        finally:
+            client.stop()
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--client", choices=("aio", "green"), default="aio")
+    parser.add_argument("--metric", choices=("seq", "inflight"), default="seq")
+    parser.add_argument("--pairs", type=int, default=20, help="passes over the states (20)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per measurement (1.0)")
+    args = parser.parse_args(argv)
+    nowhere = f"tcp://127.0.0.1:{free_ports(1)[0]}"  # free now, and nobody binds it later
+    results: dict[str, list[Measurement]] = {state: [] for state in STATES}
+    with TemporaryDirectory(prefix="trace-paired-") as tmp:
+        logs = Path(tmp)
+        try:
+            stack = start_collector(logs, dict(os.environ))
+        except ChildError as exc:
+            print(f"the collector cannot start: {exc}", file=sys.stderr)
+            return 1
+        try:
+            for number in range(args.pairs):
+                order = STATES if number % 2 == 0 else STATES[::-1]
+                for state in order:
+                    collector = collector_of(state, stack, nowhere)
+                    m = measure(args.client, args.metric, args.seconds, collector, logs)
+                    results[state].append(m)
+                    print(
+                        f"{number:3d} {state:8s} {m.rate:9,.0f} calls/s  CPU per call: "
+                        f"server {m.server_us:.0f} us, client {m.client_us:.0f} us",
+                        flush=True,
+                    )
+        finally:
+            stop_all()
+    print(f"\n{args.client} client, {args.metric}, {args.pairs} passes of {args.seconds:g} s")
+    for state in STATES:
+        ms = results[state]
+        ratios = [m.rate / off.rate for m, off in zip(ms, results["off"], strict=True)]
+        print(
+            f"{state:8s} {statistics.median(m.rate for m in ms):9,.0f} calls/s  "
+            f"CPU per call: server {statistics.median(m.server_us for m in ms):.0f} us, "
+            f"client {statistics.median(m.client_us for m in ms):.0f} us  "
+            f"on / off: {statistics.median(ratios):.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
