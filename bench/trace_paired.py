@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 from dataclasses import dataclass
@@ -31,12 +32,14 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from _collector import CollectorStack, start_collector
-from _common import Child, ChildError, choose_cpus, cpu_seconds, free_ports, stop_all
+from _collector import start_collector
+from _common import Child, ChildError, choose_cpus, stop_all
+from rpc import timed_request
 
 RPC_BENCH = Path(__file__).resolve().parent / "rpc.py"
 STATES = ("off", "nowhere", "stored")
 WARMUP = 0.3  # seconds of calls before each measurement, untimed
+CPUS = choose_cpus()  # (server's, client's), as bench/rpc.py pins them
 
 
 @dataclass
@@ -46,10 +49,6 @@ class Measurement:
     client_us: float  # client CPU per call
 
 
-def collector_of(state: str, stack: CollectorStack, nowhere: str) -> str | None:
-    return {"off": None, "nowhere": nowhere, "stored": stack.endpoint}[state]
-
-
 def measure(
     client_impl: str, metric: str, seconds: float, collector: str | None, logs: Path
 ) -> Measurement:
@@ -57,7 +56,7 @@ def measure(
     env = {**os.environ, "BENCH_PARENT": str(os.getpid())}
     if collector is not None:
         env["ZEROGATE_COLLECTOR"] = collector
-    server_cpu, client_cpu = choose_cpus()
+    server_cpu, client_cpu = CPUS
 
     def spawn(role: str, impl: str, cpu: int | None, endpoint: str | None = None) -> Child:
         argv = [sys.executable, str(RPC_BENCH), "--role", role, "--impl", impl]
@@ -73,13 +72,12 @@ def measure(
             client.recv(timeout=60)
             cmd: dict[str, Any] = {"op": metric, "limit": 10_000_000, "size": 1}
             client.request({**cmd, "duration": WARMUP}, timeout=60)
-            before = cpu_seconds(server.pid), cpu_seconds(client.pid)
-            result = client.request({**cmd, "duration": seconds}, timeout=seconds + 60)
+            result = timed_request(server, client, {**cmd, "duration": seconds}, seconds + 60)
             calls = max(result["n"], 1)
             return Measurement(
                 rate=result["n"] / result["elapsed"],
-                server_us=(cpu_seconds(server.pid) - before[0]) / calls * 1e6,
-                client_us=(cpu_seconds(client.pid) - before[1]) / calls * 1e6,
+                server_us=result["server_cpu"] / calls * 1e6,
+                client_us=result["client_cpu"] / calls * 1e6,
             )
         finally:
             client.stop()
@@ -94,21 +92,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=20, help="passes over the states (20)")
     parser.add_argument("--seconds", type=float, default=1.0, help="per measurement (1.0)")
     args = parser.parse_args(argv)
-    nowhere = f"tcp://127.0.0.1:{free_ports(1)[0]}"  # free now, and nobody binds it later
     results: dict[str, list[Measurement]] = {state: [] for state in STATES}
-    with TemporaryDirectory(prefix="trace-paired-") as tmp:
+    # "Nowhere": a port held bound for the whole run but never listening, so every connect
+    # is refused and nothing else can take the port meanwhile.
+    with TemporaryDirectory(prefix="trace-paired-") as tmp, socket.socket() as unheard:
+        unheard.bind(("127.0.0.1", 0))
         logs = Path(tmp)
         try:
             stack = start_collector(logs, dict(os.environ))
         except ChildError as exc:
             print(f"the collector cannot start: {exc}", file=sys.stderr)
             return 1
+        collectors = {
+            "off": None,
+            "nowhere": f"tcp://127.0.0.1:{unheard.getsockname()[1]}",
+            "stored": stack.endpoint,
+        }
         try:
             for number in range(args.pairs):
                 order = STATES if number % 2 == 0 else STATES[::-1]
                 for state in order:
-                    collector = collector_of(state, stack, nowhere)
-                    m = measure(args.client, args.metric, args.seconds, collector, logs)
+                    m = measure(args.client, args.metric, args.seconds, collectors[state], logs)
                     results[state].append(m)
                     print(
                         f"{number:3d} {state:8s} {m.rate:9,.0f} calls/s  CPU per call: "
