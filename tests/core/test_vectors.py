@@ -17,6 +17,7 @@ from vectors import (
     SPEC_VECTOR_NAMES,
     VECTORS_DIR,
     load,
+    missing_vectors,
     strict,
     vector_names,
     with_events,
@@ -46,7 +47,7 @@ ALL_FRAMES = [(name, event.seq) for name in with_events() for event in load(name
 def test_the_vectors_are_read_from_the_shared_folder_next_to_the_repository() -> None:
     repo_root = Path(__file__).resolve().parents[2]
     assert VECTORS_DIR.resolve() == (repo_root.parent / "shared" / "spec" / "vectors").resolve()
-    assert VECTORS_DIR.is_dir()
+    assert VECTORS_DIR.is_dir(), missing_vectors()
     assert not VECTORS_DIR.resolve().is_relative_to(repo_root)
     assert set(vector_names()) >= SPEC_VECTOR_NAMES
 
