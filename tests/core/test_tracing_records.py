@@ -24,7 +24,7 @@ from trace_capture import Records, recording
 import rpccore
 from rpccore import RemoteError, TraceContext, call_metadata, current_trace, tracing
 from rpccore import _tracing as tracing_impl
-from rpccore._tracing import PAR, SID, T0, TID, M, N
+from rpccore._tracing import PAR, SID, SVC, T0, TID, M, N
 
 KEYS = {
     "v", "tid", "sid", "par", "side", "svc", "m", "t0", "t1", "t2", "out", "exc", "n",
@@ -420,6 +420,40 @@ def test_queued_spans_go_in_one_batch_and_one_that_cannot_pack_is_counted(
         assert sorted(record["sid"] for record in got) == sids
         assert {record["proc"] for record in got} == {"spans"}
         assert (handler.sent, handler.dropped) == (3, 1)
+
+
+def test_spans_alone_go_in_one_batch_even_with_names_the_strict_packer_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Name(str):  # a str subclass: msgpack's strict packer refuses it, the default does not
+        pass
+
+    with collector_alone(monkeypatch, "spans", passes_by_hand=True) as (handler, pull):
+        spans = [tracing_impl.client_begin("add", "calc")[1] for _ in range(3)]
+        for span in spans:
+            assert span is not None
+            tracing_impl.finish(span, tracing.OK)
+        spans[1][SVC] = Name("calc-by-subclass")
+        handler._send_queued()
+        got = unpack_batch(pull.recv())
+        assert [record["sid"] for record in got] == [span[SID] for span in spans]
+        assert [record["svc"] for record in got] == ["calc", "calc-by-subclass", "calc"]
+        assert (handler.sent, handler.dropped) == (3, 0)
+
+
+def test_a_span_that_cannot_pack_among_spans_alone_is_counted_and_the_rest_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with collector_alone(monkeypatch, passes_by_hand=True) as (handler, pull):
+        spans = [tracing_impl.client_begin("add", "calc")[1] for _ in range(3)]
+        for span in spans:
+            assert span is not None
+            tracing_impl.finish(span, tracing.OK)
+        spans[1][M] = 42  # its row cannot be made
+        handler._send_queued()
+        got = unpack_batch(pull.recv())
+        assert [record["sid"] for record in got] == [spans[0][SID], spans[2][SID]]
+        assert (handler.sent, handler.dropped, handler.queued) == (2, 1, 0)
 
 
 def test_the_sender_packs_each_span_as_its_row_whatever_it_carries(
