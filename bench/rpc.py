@@ -64,7 +64,10 @@ CPU priority, so that they take the time the pairs leave, as on a host of their 
 prints the calls/s with tracing on over off, measured in the same round, for seq and
 inflight: the target is >= 0.85 (tracing costs at most 15%). It also prints the records
 the collector stored per traced call (2, client and server, when it kept up; the senders
-drop what it could not take, without waiting). Needs ``redis-server``.
+drop what it could not take, without waiting), and the CPU time the collector and Redis
+spent per record stored: time the two cores could not give the pair. Needs
+``redis-server``. ``bench/trace_instructions.py`` measures what tracing costs the traced
+processes alone, in instructions per call, which the host's noise cannot move.
 
 ``--profile DIR`` runs every child under cProfile and writes ``DIR/<role>-<impl>-<pid>``
 ``.prof`` (servers dump when they are stopped, clients when they quit), then prints the
@@ -665,6 +668,21 @@ def run_aio_client(endpoint: str) -> None:
     asyncio.run(main())
 
 
+def slow_sender(interval: str | None) -> None:
+    """Make the trace sender pass every ``interval`` seconds instead of 20 ms
+    (``bench/trace_instructions.py``: a process under callgrind runs about fifty times
+    slower, and its passes should carry as many records as at full speed)."""
+    if not interval:
+        return
+    from rpccore import _tracing
+
+    _tracing.enable_from_environment()
+    handler = _tracing.collector_handler()
+    if handler is None:
+        raise RuntimeError("BENCH_TRACE_INTERVAL without $ZEROGATE_COLLECTOR")
+    handler._interval = handler._pause = float(interval)
+
+
 def child_main(role: str, impl: str, cpu: int | None, endpoint: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     die_with_parent(int(os.environ["BENCH_PARENT"]))
@@ -672,6 +690,7 @@ def child_main(role: str, impl: str, cpu: int | None, endpoint: str | None) -> N
         os.sched_setaffinity(0, {cpu})
     if str(ROOT) not in sys.path:
         sys.path.append(str(ROOT))  # after PYTHONPATH: a snapshot of rpccore can be benched
+    slow_sender(os.environ.get("BENCH_TRACE_INTERVAL"))
     if role == "server":
         blob = os.urandom(BLOB_SIZE)
         {
@@ -772,6 +791,13 @@ def command(setup: Setup, metric: str) -> dict[str, Any]:
     }
 
 
+def store_cpu_seconds(stack: CollectorStack | None) -> float:
+    """CPU seconds the collector and Redis have used (0 without them)."""
+    if stack is None:
+        return 0.0
+    return cpu_seconds(stack.collector.pid) + cpu_seconds(stack.redis.pid)
+
+
 def timed_request(
     server: Child, client: Child, cmd: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
@@ -849,6 +875,7 @@ def run_round(setup: Setup, metrics: Sequence[str], number: int) -> tuple[Values
                     traced = setup.collector if pair.key.endswith("+t") else None
                     try:
                         stored = traced.info()["stored"] if traced is not None else 0
+                        store_cpu = store_cpu_seconds(traced)
                         result = timed_request(
                             children[f"server-{pair.server}"],
                             children[pair.key],
@@ -857,9 +884,10 @@ def run_round(setup: Setup, metrics: Sequence[str], number: int) -> tuple[Values
                         )
                         if traced is not None:
                             time.sleep(COLLECTOR_SETTLE)
-                            result["stored_per_call"] = (traced.info()["stored"] - stored) / max(
-                                result["n"], 1
-                            )
+                            records = traced.info()["stored"] - stored
+                            result["stored_per_call"] = records / max(result["n"], 1)
+                            store_us = (store_cpu_seconds(traced) - store_cpu) * 1e6
+                            result["store_us_per_record"] = store_us / max(records, 1)
                     except ChildError as exc:
                         setup.failed(pair, metric, exc)
                         values[metric][pair.key] = None
@@ -1016,11 +1044,17 @@ def print_tracing(
                 f"{fmt_ratio(value)} {verdict_text}"
             )
         print(f"  {TITLES[metric]:<22} " + "   ".join(cells))
-        kept = []
+        kept, cpu = [], []
         for key in ("green+t", "aio+t"):
-            stored = median(raw.get(metric, {}).get(key, {}).get("stored_per_call") for raw in raws)
+            results = [raw.get(metric, {}).get(key, {}) for raw in raws]
+            stored = median(result.get("stored_per_call") for result in results)
             kept.append(f"{key}: {fmt(stored, 2)}")
+            cpu.append(f"{key}: {fmt(median(r.get('store_us_per_record') for r in results), 1)}")
         print(f"  {'  records stored/call':<22} " + "   ".join(kept) + "   (2 = all of them)")
+        print(
+            f"  {'  store CPU us/record':<22} " + "   ".join(cpu) + "   (the collector and Redis,"
+            " on the pair's two cores)"
+        )
 
 
 def num(value: float) -> str:
