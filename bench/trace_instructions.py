@@ -4,6 +4,8 @@ Run it from the repository root (it needs valgrind)::
 
     .venv/bin/python bench/trace_instructions.py
     .venv/bin/python bench/trace_instructions.py --calls 3000 --metric inflight
+    .venv/bin/python bench/trace_instructions.py --sides client-green --keep /tmp/ti    # then
+    callgrind_annotate --inclusive=yes /tmp/ti/client-green-on/callgrind.out.1-01
 
 ``bench/rpc.py --tracing`` measures calls/s with tracing on over off; on a shared two-core
 host one measurement moves by up to 20%, more than the effect, and the collector and Redis
@@ -211,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sides", default=",".join(SIDES), help=f"comma-separated, of {', '.join(SIDES)}"
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the callgrind dumps and logs in DIR (new) for callgrind_annotate",
+    )
     args = parser.parse_args(argv)
     sides = args.sides.split(",")
     if unknown := set(sides) - set(SIDES):
@@ -226,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         f" {SENDER_INTERVAL:g} s: see the module doc); all: every thread",
         flush=True,
     )
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
     with TemporaryDirectory(prefix="trace-instructions-") as tmp:
-        logs = Path(tmp)
+        logs = args.keep or Path(tmp)
         try:
             collector = Collector(logs, dict(os.environ))
             collector.received()  # waits for it to answer
