@@ -4,8 +4,11 @@ Run it from the repository root (it needs valgrind)::
 
     .venv/bin/python bench/trace_instructions.py
     .venv/bin/python bench/trace_instructions.py --calls 3000 --metric inflight
-    .venv/bin/python bench/trace_instructions.py --sides client-green --keep /tmp/ti    # then
-    callgrind_annotate --inclusive=yes /tmp/ti/client-green-on/callgrind.out.1-01
+    .venv/bin/python bench/trace_instructions.py --sides client-green --keep /tmp/ti
+
+``--keep`` leaves the dumps in a new folder, one per side and state; ``callgrind.out.1-01`` is
+the main thread's, so ``callgrind_annotate --inclusive=no`` on ``client-green-off/`` and
+``client-green-on/`` shows which functions tracing makes busier.
 
 ``bench/rpc.py --tracing`` measures calls/s with tracing on over off; on a shared two-core
 host one measurement moves by up to 20%, more than the effect, and the collector and Redis
@@ -38,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -234,10 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         f" {SENDER_INTERVAL:g} s: see the module doc); all: every thread",
         flush=True,
     )
-    if args.keep is not None:
-        args.keep.mkdir(parents=True)
-    with TemporaryDirectory(prefix="trace-instructions-") as tmp:
-        logs = args.keep or Path(tmp)
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep}: already exists (the dumps go in a new folder)")
+    where = (
+        TemporaryDirectory(prefix="trace-instructions-")
+        if args.keep is None
+        else nullcontext(str(args.keep))
+    )
+    with where as folder:
+        logs = Path(folder)
+        logs.mkdir(parents=True, exist_ok=True)
         try:
             collector = Collector(logs, dict(os.environ))
             collector.received()  # waits for it to answer
