@@ -228,9 +228,10 @@ class Pump:
         """Send the reply a handler just queued: now, or, if the handler ran to its end
         while a batch of requests is read (it never waited) and more requests wait, with
         the batch's other replies: when the batch ends, or REPLY_BATCH replies wait, or
-        the first has waited REPLY_HOLD seconds. Sent one by one, each reply woke ZeroMQ's
-        I/O thread, which shares the core: with 64 calls in flight, batching them gave a
-        fifth more calls a second. A lone request's reply leaves at once."""
+        the first has waited REPLY_HOLD seconds (checked here, and by the gevent server
+        before it runs each handler of the batch). Sent one by one, each reply woke
+        ZeroMQ's I/O thread, which shares the core: with 64 calls in flight, batching them
+        gave a fifth more calls a second. A lone request's reply leaves at once."""
         if self._reading and self._more:
             now = monotonic()
             if not self._held:

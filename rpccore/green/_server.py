@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 import gevent
@@ -16,6 +17,7 @@ from .._curve import CurveServerKeys
 from .._errors import LostRemote
 from .._events import Request, ServerChannelId
 from .._heartbeat import DEFAULT_HEARTBEAT
+from .._pump import REPLY_HOLD
 from .._serving import STREAM_DONE, ServerPump, next_item
 from .._sockets import DEFAULT_MAX_MESSAGE_SIZE
 from .._trace import TraceContext, current_trace
@@ -60,6 +62,9 @@ class Server(ServerPump[gevent.Greenlet]):
         )
         self._credit: dict[ServerChannelId, gevent.event.Event] = {}
         self._stopped = gevent.event.Event()
+        # Seconds each method's last handler in a batch kept the hub before it returned
+        # or waited (see _start_handler): an entry per method, so bounded by the service.
+        self._hub_time: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"<green.Server {self.service.name!r} {self._server!r}>"
@@ -85,8 +90,23 @@ class Server(ServerPump[gevent.Greenlet]):
         handler = gevent.Greenlet(self._serve, request, func)
         self._handlers[request.channel] = handler
         # Switch straight into the handler (we are in the hub): a method that returns at
-        # once has replied before the next message is read.
+        # once has replied before the next message is read. The switch comes back when
+        # the handler returns or first waits.
+        if not (self._held or self._more):  # a lone request: no reply can wait for it
+            handler.switch()
+            return
+        # In a batch, replies are held (_flush_reply) while this handler keeps the hub.
+        # They leave first if the method's last run in a batch kept it REPLY_HOLD or
+        # longer (a synchronous slow method), or the first has waited that long already:
+        # only a method's first slow run (or a slow one after quick ones) still holds them.
+        method, hub_time = request.method, self._hub_time
+        started = monotonic()
+        if self._held and (
+            hub_time.get(method, 0.0) >= REPLY_HOLD or started - self._held_since >= REPLY_HOLD
+        ):
+            self._flush()
         handler.switch()
+        hub_time[method] = monotonic() - started
 
     def _cancel_handler(self, handler: gevent.Greenlet, *, lost: bool) -> None:
         if lost:

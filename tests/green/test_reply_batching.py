@@ -1,6 +1,6 @@
 """The gevent server sends the replies of a batch of requests together (Pump._flush_reply):
 a lone request's reply leaves at once, a batch's leave when it ends, REPLY_BATCH at a
-time, and none waits much longer than REPLY_HOLD behind a slow handler."""
+time, and none waits much longer than REPLY_HOLD, nor for a handler known to be slow."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ Flush = tuple[int, bool]  # (replies sent at once, sent while the batch was stil
 class Backend:
     def add(self, a: int, b: int) -> int:
         return a + b
+
+    def pause(self, busy: float, seconds: float) -> str:
+        """Keep the hub ``busy`` seconds, then wait ``seconds`` (letting it go)."""
+        self.busy(busy)
+        gevent.sleep(seconds)
+        return "rested"
 
     def busy(self, seconds: float) -> str:
         # Never yields (gevent is not monkey-patched here): the hub waits for it.
@@ -98,7 +104,7 @@ def test_at_most_reply_batch_replies_wait() -> None:
     assert max(sent for sent, _ in flushes) <= _pump.REPLY_BATCH
 
 
-def test_a_reply_does_not_wait_long_behind_a_slow_handler() -> None:
+def test_a_reply_does_not_wait_long_behind_a_slow_handlers_first_run() -> None:
     slow = 10 * _pump.REPLY_HOLD
     with recorded_server() as (endpoint, flushes):
         answers = call_together(endpoint, [("add", [1, 1]), ("busy", [slow]), ("add", [2, 2])])
@@ -106,3 +112,27 @@ def test_a_reply_does_not_wait_long_behind_a_slow_handler() -> None:
     # The first reply waited for the slow handler (it never yields), then left with its
     # reply, at once: not with the batch's end. The last leaves from its handler.
     assert flushes == [(2, True), (1, True)]
+
+
+def test_a_reply_does_not_wait_for_a_handler_known_to_be_slow() -> None:
+    slow = 10 * _pump.REPLY_HOLD
+    with recorded_server() as (endpoint, flushes):
+        # A batch's handlers are timed (a lone request's need not be): busy is now slow.
+        assert call_together(endpoint, [("busy", [slow]), ("add", [0, 0])]) == ["done", 0]
+        answers = call_together(endpoint, [("add", [1, 1]), ("busy", [slow]), ("add", [2, 2])])
+    assert answers == [2, "done", 4]
+    # The first reply left alone, before the slow handler ran (it never yields, so a
+    # flush of one reply while it ran is impossible); the other two leave together.
+    assert flushes[1:] == [(1, True), (2, True)]
+
+
+def test_a_held_reply_leaves_once_reply_hold_old_while_handlers_wait() -> None:
+    # Each pause keeps the hub a fifth of REPLY_HOLD, then waits without replying: add's
+    # reply would wait for the whole batch to be read if only replies let it go.
+    hold = _pump.REPLY_HOLD
+    calls: list[tuple[str, list[Any]]] = [("add", [1, 1])]
+    calls += [("pause", [hold / 5, 0.2])] * 50
+    with recorded_server() as (endpoint, flushes):
+        answers = call_together(endpoint, calls)
+    assert answers == [2] + ["rested"] * 50
+    assert flushes[0] == (1, True)  # sent while the batch was still being read
