@@ -90,21 +90,30 @@ class Gateway:
                 await self.trace_source.aclose()
             self.access_log.flush()
 
-    def routes(self) -> list[BaseRoute]:
+    def own_routes(self) -> list[BaseRoute]:
+        """The gateway's own pages: health, metrics, the docs, the traces. Requests to them
+        make no trace records (a health check every few seconds, or the statistics page
+        refreshing itself, would bury the traces of API calls)."""
+        return [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_page, methods=["GET"]),
+            *docs_routes(self.openapi_document, auth_on=self.config.auth.mode is AuthMode.TOKEN),
+            *(trace_routes(self.trace_source) if self.trace_source is not None else []),
+        ]
+
+    def api_routes(self) -> list[BaseRoute]:
+        """The catalogs, JSON-RPC and the config's REST routes (last: a built-in path wins);
+        ``/rpc/{service}/{method}`` is ``FrontDoor``'s."""
         endpoints = self.endpoints
         rest = [
             Route(route.path, endpoints.route(route), methods=[route.method.value])
             for route in self.config.routes
         ]
         return [
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/metrics", self.metrics_page, methods=["GET"]),
             Route("/rpc", self.catalog, methods=["GET"]),
             Route("/rpc/{service}", self.service_catalog, methods=["GET"]),
             Route("/jsonrpc", endpoints.jsonrpc, methods=["POST"]),
-            *docs_routes(self.openapi_document, auth_on=self.config.auth.mode is AuthMode.TOKEN),
-            *(trace_routes(self.trace_source) if self.trace_source is not None else []),
             *rest,
         ]
 
@@ -221,8 +230,9 @@ def create_app(
     lines go to ``access_log`` (default: the ``zerogate.access`` logger). ``settle_heap``:
     once started, tune this process's garbage collector for serving (``heap.settle``)."""
     gateway = Gateway(config, access_log or LoggingAccessLog(), settle_heap=settle_heap)
+    own_routes = gateway.own_routes()
     app = Starlette(
-        routes=gateway.routes(),
+        routes=[*own_routes, *gateway.api_routes()],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=gateway.lifespan,
     )
@@ -243,5 +253,7 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["X-Trace-Id", "traceparent", "Retry-After"],
         )
-    app.middleware_stack = Observed(inner, gateway.metrics, gateway.access_log)
+    app.middleware_stack = Observed(
+        inner, gateway.metrics, gateway.access_log, unrecorded=own_routes
+    )
     return app

@@ -9,6 +9,14 @@ ends, one ``zerogate_requests_total`` sample and one JSON access-log line record
 Endpoints tell this layer what the request resolved to through ``RequestInfo`` (found in
 ``scope["zerogate"]``): the service and method once they are known to be exposed (never raw
 user input, so metrics labels stay bounded) and the problem code of an error answer.
+
+While tracing is on, the request's span also becomes a trace record (side ``http``), named
+as OpenTelemetry names HTTP server spans: the verb and the route's template
+(``GET /traces/{trace_id}``, ``POST /rpc/shop/add`` once resolved), or the verb alone when no
+route matched. Never the raw path, nor a verb outside HTTP's own (``_OTHER``): the collector
+counts statistics per name, and callers must not be able to invent names without end.
+Requests to the gateway's own pages (``unrecorded``: health, metrics, docs, traces) make no
+record at all.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rpccore import TraceContext, _tracing, current_trace
@@ -34,6 +44,10 @@ log = logging.getLogger("zerogate.gateway")
 
 SCOPE_KEY: Final = "zerogate"
 CLIENT_CLOSED: Final = 499  # nginx's convention: the client went away before the answer
+# The verbs a trace record names; any other is "_OTHER" (OpenTelemetry's convention).
+HTTP_METHODS: Final = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
 
 
 @dataclass(slots=True)
@@ -71,10 +85,19 @@ def incoming_trace(scope: Scope) -> TraceContext:
 class Observed:
     """Wraps the app: trace context, trace headers, metrics and the access log."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: AccessLog,
+        *,
+        unrecorded: Iterable[BaseRoute] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # By identity: Starlette's routes compare equal by path, endpoint and methods.
+        self._unrecorded = frozenset(map(id, unrecorded))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,8 +140,22 @@ class Observed:
         self.metrics.observe(info.service, info.method, status, seconds, info.code)
         self.access_log.write(access_line(scope, info, status, seconds))
         if _tracing.ON:
-            what = f"{scope['method']} {scope['path']}"
-            _tracing.http_request(info.trace, what, info.started_at, status)
+            route = scope.get("route")  # what Starlette's router matched, if it ran
+            if id(route) not in self._unrecorded:
+                what = record_name(scope["method"], route, info)
+                _tracing.http_request(info.trace, what, info.started_at, status)
+
+
+def record_name(verb: str, route: object, info: RequestInfo) -> str:
+    """A request's trace record name (see the module doc): bounded whatever the caller sent."""
+    if verb not in HTTP_METHODS:
+        verb = "_OTHER"
+    template = getattr(route, "path", None)
+    if isinstance(template, str):
+        return f"{verb} {template}"
+    if info.service is not None and info.method is not None:  # FrontDoor's /rpc/{s}/{m}
+        return f"{verb} /rpc/{info.service}/{info.method}"
+    return verb
 
 
 def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) -> str:

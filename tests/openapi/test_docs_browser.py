@@ -65,7 +65,7 @@ class Front:
     - A proxy: with a ``prefix``, only ``prefix/...`` is served; the prefix is stripped and
       named in ``X-Forwarded-Prefix``, as nginx or Traefik would.
     - A token check on ``/rpc/...``, Bearer or X-API-Key (a stand-in until the app has auth).
-    - The docs pages, sent to their own app (until ``Gateway.routes()`` serves them).
+    - The docs pages, sent to their own app (until ``Gateway.own_routes()`` serves them).
     Every request is recorded in ``seen``: (method, path as the browser sent it, credentials).
     """
 
