@@ -8,11 +8,19 @@ hands out the record's. The server span's id is our ``sid``; the client span's i
 transform of it (``otel_client_span_id``), since both sides of a call share ``sid``. So the
 tree is client span -> server span -> the client spans of calls its handler made. The
 record's own ids are attributes too (``zerogate.*``).
+
+A gateway's record of an HTTP request (side ``http``, method ``"POST /rpc/calc/add"``)
+becomes a SERVER span as OpenTelemetry's HTTP conventions make one: that method as its name,
+``http.request.method`` and ``http.route``, ``http.response.status_code`` when the answer
+was an error (the record names only those), an ERROR status (and ``error.type``) for a 5xx
+only: a 4xx is the caller's mistake. Its parent is the span of the caller's ``traceparent``,
+so the gateway's span joins a caller's OpenTelemetry trace.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -29,6 +37,8 @@ from opentelemetry.trace import (
 from ._tracing import ERROR, EXTRA_KEY, LOST, TIMEOUT, otel_client_span_id
 
 _FAILED = (ERROR, LOST, TIMEOUT)
+HTTP = "http"  # the side of a gateway's record of an HTTP request
+_HTTP_STATUS = re.compile(r"HTTP ([1-5][0-9][0-9])")  # an error record's exc (http_request)
 
 
 class _RecordIds:
@@ -77,9 +87,10 @@ class OpenTelemetryHandler(logging.Handler):
 
     def _span(self, r: dict[str, Any], remote_parent: bool) -> None:
         trace_id = int(r["tid"], 16)
-        client = r["side"] == "client"
-        if client:
-            own = otel_client_span_id(r["sid"])
+        side = r["side"]
+        client = side == "client"
+        if client or side == HTTP:  # the parent is the caller's own span
+            own = otel_client_span_id(r["sid"]) if client else int(r["sid"], 16)
             parent = int(r["par"], 16) if r["par"] else None
         else:
             own = int(r["sid"], 16)
@@ -91,11 +102,14 @@ class OpenTelemetryHandler(logging.Handler):
             )
             ctx = otel_trace.set_span_in_context(NonRecordingSpan(remote), ctx)
         self._ids.trace_id, self._ids.span_id = trace_id, own
-        attributes: dict[str, Any] = {
-            "rpc.system.name": "zerorpc",
-            "rpc.system": "zerorpc",
-            "rpc.service": r["svc"],
-            "rpc.method": r["m"],
+        if side == HTTP:
+            name, attributes, failed = _http_span(r)
+        else:
+            name, attributes = f"{r['svc']}/{r['m']}", _rpc_attributes(r)
+            failed = r["out"] in _FAILED
+            if r["exc"]:
+                attributes["error.type"] = r["exc"]
+        attributes |= {
             "zerogate.trace_id": r["tid"],
             "zerogate.span_id": r["sid"],
             "zerogate.outcome": r["out"],
@@ -107,15 +121,41 @@ class OpenTelemetryHandler(logging.Handler):
             attributes["zerogate.parent_span_id"] = r["par"]
         if r["n"] is not None:
             attributes["zerogate.stream_items"] = r["n"]
-        if r["exc"]:
-            attributes["error.type"] = r["exc"]
         span = self._tracer.start_span(
-            f"{r['svc']}/{r['m']}",
+            name,
             context=ctx,
             kind=SpanKind.CLIENT if client else SpanKind.SERVER,
             attributes=attributes,
             start_time=int(r["t0"] * 1e9),
         )
-        if r["out"] in _FAILED:
+        if failed:
             span.set_status(Status(StatusCode.ERROR, r["exc"] or r["out"]))
         span.end(end_time=int(r["t2"] * 1e9))
+
+
+def _rpc_attributes(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rpc.system.name": "zerorpc",
+        "rpc.system": "zerorpc",
+        "rpc.service": r["svc"],
+        "rpc.method": r["m"],
+    }
+
+
+def _http_span(r: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+    """(span name, attributes, whether it failed) of an HTTP request's record: its method
+    is the verb and, when a route matched, the route's template."""
+    name: str = r["m"]
+    verb, _, route = name.partition(" ")
+    attributes: dict[str, Any] = {"http.request.method": verb}
+    if route:
+        attributes["http.route"] = route
+    status = _HTTP_STATUS.fullmatch(r["exc"] or "")
+    if status is None:
+        return name, attributes, False
+    code = int(status[1])
+    attributes["http.response.status_code"] = code
+    if code < 500:
+        return name, attributes, False
+    attributes["error.type"] = str(code)
+    return name, attributes, True

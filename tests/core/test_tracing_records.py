@@ -569,18 +569,30 @@ def test_server_errors_go_to_an_initialised_sentry(records: Records) -> None:
     assert event["exception"]["values"][0]["type"] == "ZeroDivisionError"
 
 
-def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> None:
+@contextmanager
+def opentelemetry_spans() -> Iterator[Any]:
+    """An OpenTelemetry SDK provider whose finished spans an in-memory exporter keeps,
+    our handler on it while inside; yields the exporter."""
     pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import SpanKind, StatusCode
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     handler = tracing.use_opentelemetry(provider)
     try:
+        yield exporter
+    finally:
+        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
+        handler.close()
+
+
+def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> None:
+    with opentelemetry_spans() as exporter:
+        from opentelemetry.trace import SpanKind, StatusCode
+
         _, client = tracing_impl.client_begin("add", "calc")
         server = tracing_impl.server_begin(
             TraceContext(client[TID], client[SID], client[PAR]), "calc", "add"
@@ -588,9 +600,6 @@ def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> No
         tracing_impl.end(server, tracing.ERROR, ValueError("v"))
         tracing_impl.emit(server)
         tracing_impl.finish(client, tracing.OK)
-    finally:
-        logging.getLogger(tracing.LOGGER_NAME).removeHandler(handler)
-        handler.close()
     spans = {span.kind: span for span in exporter.get_finished_spans()}
     s, c = spans[SpanKind.SERVER], spans[SpanKind.CLIENT]
     assert s.name == c.name == "calc/add"
@@ -607,6 +616,50 @@ def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> No
     assert c.parent is None  # a root call
     assert s.status.status_code is StatusCode.ERROR
     assert s.start_time == int(server[T0] * 1e9)
+
+
+def test_http_records_become_opentelemetry_http_server_spans(records: Records) -> None:
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    request = TraceContext(TRACE, SPAN, PARENT)  # a child of the caller's traceparent
+    t0 = time.time()
+    with opentelemetry_spans() as exporter:
+        token = current_trace.set(request)
+        try:
+            _, call = tracing_impl.client_begin("add", "calc")  # a call the request made
+        finally:
+            current_trace.reset(token)
+        tracing_impl.finish(call, tracing.OK)
+        tracing_impl.http_request(request, "POST /rpc/calc/add", t0, 200)
+        tracing_impl.http_request(TraceContext(TRACE, "1" * 16, None), "GET", t0, 404)
+        tracing_impl.http_request(TraceContext(TRACE, "2" * 16, None), "POST /jsonrpc", t0, 502)
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert sorted(spans) == ["GET", "POST /jsonrpc", "POST /rpc/calc/add", "calc/add"]
+    http, rpc = spans["POST /rpc/calc/add"], spans["calc/add"]
+    assert http.kind is SpanKind.SERVER
+    assert http.attributes is not None
+    assert http.attributes["http.request.method"] == "POST"
+    assert http.attributes["http.route"] == "/rpc/calc/add"
+    assert "http.response.status_code" not in http.attributes  # a success names none
+    assert "rpc.system.name" not in http.attributes
+    assert http.status.status_code is StatusCode.UNSET
+    assert http.context is not None
+    assert format(http.context.span_id, "016x") == SPAN
+    assert http.parent is not None  # the caller's span: the trace goes on upstream
+    assert (format(http.parent.span_id, "016x"), http.parent.is_remote) == (PARENT, True)
+    assert rpc.parent is not None
+    assert rpc.parent.span_id == http.context.span_id  # the call is the request's child
+    missed, failed = spans["GET"], spans["POST /jsonrpc"]
+    assert missed.attributes is not None
+    assert failed.attributes is not None
+    assert "http.route" not in missed.attributes
+    assert missed.attributes["http.response.status_code"] == 404
+    assert "error.type" not in missed.attributes
+    assert missed.status.status_code is StatusCode.UNSET  # a 4xx is the caller's mistake
+    assert failed.attributes["http.response.status_code"] == 502
+    assert failed.attributes["error.type"] == "502"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert missed.parent is None
 
 
 # -- carrying the context into threads -------------------------------------------------

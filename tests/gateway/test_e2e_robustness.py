@@ -601,15 +601,19 @@ def test_a_crowd_of_mixed_requests_leaves_nothing_behind(env: Env, http: httpx.C
         "unknown": share,
     }
     assert took < 60
-    wait_until(
-        lambda: leftovers(env.gateway, env.baseline, unreachable=["down"]),
-        5.0,
-        "after the crowd the gateway holds",
-    )
-    in_flight = [
-        line
-        for line in http.get("/metrics").text.splitlines()
-        if line.startswith("zerogate_calls_in_flight{") and 'service="shop"' in line
-    ]
-    assert in_flight, "no zerogate_calls_in_flight sample for shop"
-    assert all(line.endswith(" 0.0") for line in in_flight), in_flight
+
+    def still_held() -> str | None:
+        """What the gateway still holds, by its state and by its metrics, read together:
+        read once each, one after the other, the metrics once showed a call in flight just
+        after the state had been idle (a full-suite run on a loaded machine)."""
+        held = leftovers(env.gateway, env.baseline, unreachable=["down"])
+        in_flight = [
+            line
+            for line in http.get("/metrics").text.splitlines()
+            if line.startswith("zerogate_calls_in_flight{") and 'service="shop"' in line
+        ]
+        assert in_flight, "no zerogate_calls_in_flight sample for shop"
+        busy = [line for line in in_flight if not line.endswith(" 0.0")]
+        return None if held is None and not busy else f"{held}, metrics {busy}"
+
+    wait_until(still_held, 5.0, "after the crowd the gateway holds")
