@@ -228,10 +228,10 @@ class Pump:
         """Send the reply a handler just queued: now, or, if the handler ran to its end
         while a batch of requests is read (it never waited) and more requests wait, with
         the batch's other replies: when the batch ends, or REPLY_BATCH replies wait, or
-        the first has waited REPLY_HOLD seconds (checked here, and by the gevent server
-        before it runs each handler of the batch). Sent one by one, each reply woke
-        ZeroMQ's I/O thread, which shares the core: with 64 calls in flight, batching them
-        gave a fifth more calls a second. A lone request's reply leaves at once."""
+        the first has waited REPLY_HOLD seconds (checked here, and by ``_release_held``
+        before the next handler runs). Sent one by one, each reply woke ZeroMQ's I/O
+        thread, which shares the core: with 64 calls in flight, batching them gave a fifth
+        more calls a second. A lone request's reply leaves at once."""
         if self._reading and self._more:
             now = monotonic()
             if not self._held:
@@ -240,6 +240,13 @@ class Pump:
             if self._held < REPLY_BATCH and now - self._held_since < REPLY_HOLD:
                 return
         self._flush()
+
+    def _release_held(self, now: float, slow: bool) -> None:
+        """A handler is about to run in the read loop, which waits for it: send the held
+        replies first if it is ``slow`` (its method last kept the loop REPLY_HOLD or longer)
+        or the first of them has waited REPLY_HOLD already."""
+        if self._held and (slow or now - self._held_since >= REPLY_HOLD):
+            self._flush()
 
     def _flush(self) -> None:
         """Send what the connection queued, without ever waiting."""

@@ -95,16 +95,13 @@ class Server(ServerPump[gevent.Greenlet]):
         if not (self._held or self._more):  # a lone request: no reply can wait for it
             handler.switch()
             return
-        # In a batch, replies are held (_flush_reply) while this handler keeps the hub.
-        # They leave first if the method's last run in a batch kept it REPLY_HOLD or
-        # longer (a synchronous slow method), or the first has waited that long already:
-        # only a method's first slow run (or a slow one after quick ones) still holds them.
+        # In a batch, replies are held (_flush_reply) while this handler keeps the hub:
+        # they leave first if the method's last run in a batch kept it REPLY_HOLD or longer
+        # (a synchronous slow method). Only a method's first slow run (or a slow one after
+        # quick ones) still holds them.
         method, hub_time = request.method, self._hub_time
         started = monotonic()
-        if self._held and (
-            hub_time.get(method, 0.0) >= REPLY_HOLD or started - self._held_since >= REPLY_HOLD
-        ):
-            self._flush()
+        self._release_held(started, hub_time.get(method, 0.0) >= REPLY_HOLD)
         handler.switch()
         hub_time[method] = monotonic() - started
 
