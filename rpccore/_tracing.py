@@ -541,15 +541,29 @@ def span_context(span: Span) -> TraceContext:
     return _new_context(TraceContext, (span[TID], span[SID], span[PAR]))
 
 
-def http_request(ctx: TraceContext, what: str, t0: float, status: int, svc: str = "http") -> None:
+HTTP_SIDE: Final = "http"  # the side of a gateway's record of an HTTP request
+_HTTP_ERROR: Final = "HTTP "  # such a record's ``exc``: "HTTP 404"
+
+
+def http_request(
+    ctx: TraceContext, what: str, t0: float, status: int, svc: str = HTTP_SIDE
+) -> None:
     """A gateway's record of one HTTP request (side ``http``): ``ctx`` is the request's span,
     parent of the RPC calls it made; ``what`` is e.g. ``POST /rpc/calc/add``. Statuses from
-    400 up are errors named ``HTTP <status>``."""
+    400 up are errors named ``HTTP <status>`` (``http_status`` reads them back)."""
     if not ON:
         return
-    out, exc = (OK, None) if status < 400 else (ERROR, f"HTTP {status}")
+    out, exc = (OK, None) if status < 400 else (ERROR, f"{_HTTP_ERROR}{status}")
     tid, sid, par = ctx
-    _ship([tid, sid, par, "http", svc, what, t0, None, time(), out, exc, None])
+    _ship([tid, sid, par, HTTP_SIDE, svc, what, t0, None, time(), out, exc, None])
+
+
+def http_status(exc: str | None) -> int | None:
+    """The status an HTTP record's ``exc`` names (``http_request``), or None."""
+    if exc is None or not exc.startswith(_HTTP_ERROR):
+        return None
+    digits = exc[len(_HTTP_ERROR) :]
+    return int(digits) if len(digits) == 3 and digits.isdigit() else None
 
 
 # -- Sentry ---------------------------------------------------------------------------

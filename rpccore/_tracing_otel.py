@@ -20,7 +20,6 @@ so the gateway's span joins a caller's OpenTelemetry trace.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -34,11 +33,17 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from ._tracing import ERROR, EXTRA_KEY, LOST, TIMEOUT, otel_client_span_id
+from ._tracing import (
+    ERROR,
+    EXTRA_KEY,
+    HTTP_SIDE,
+    LOST,
+    TIMEOUT,
+    http_status,
+    otel_client_span_id,
+)
 
 _FAILED = (ERROR, LOST, TIMEOUT)
-HTTP = "http"  # the side of a gateway's record of an HTTP request
-_HTTP_STATUS = re.compile(r"HTTP ([1-5][0-9][0-9])")  # an error record's exc (http_request)
 
 
 class _RecordIds:
@@ -87,14 +92,16 @@ class OpenTelemetryHandler(logging.Handler):
 
     def _span(self, r: dict[str, Any], remote_parent: bool) -> None:
         trace_id = int(r["tid"], 16)
-        side = r["side"]
+        side, sid = r["side"], r["sid"]
+        caller = int(r["par"], 16) if r["par"] else None  # the calling span's id
         client = side == "client"
-        if client or side == HTTP:  # the parent is the caller's own span
-            own = otel_client_span_id(r["sid"]) if client else int(r["sid"], 16)
-            parent = int(r["par"], 16) if r["par"] else None
-        else:
-            own = int(r["sid"], 16)
-            parent = otel_client_span_id(r["sid"]) if remote_parent else None
+        if client:
+            own, parent = otel_client_span_id(sid), caller
+        elif side == HTTP_SIDE:  # the caller's span is its traceparent's
+            own, parent = int(sid, 16), caller
+        else:  # a server: the parent is its call's client span
+            own = int(sid, 16)
+            parent = otel_client_span_id(sid) if remote_parent else None
         ctx = otel_context.Context()  # never the thread's current span
         if parent is not None:
             remote = SpanContext(
@@ -102,7 +109,7 @@ class OpenTelemetryHandler(logging.Handler):
             )
             ctx = otel_trace.set_span_in_context(NonRecordingSpan(remote), ctx)
         self._ids.trace_id, self._ids.span_id = trace_id, own
-        if side == HTTP:
+        if side == HTTP_SIDE:
             name, attributes, failed = _http_span(r)
         else:
             name, attributes = f"{r['svc']}/{r['m']}", _rpc_attributes(r)
@@ -150,10 +157,9 @@ def _http_span(r: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
     attributes: dict[str, Any] = {"http.request.method": verb}
     if route:
         attributes["http.route"] = route
-    status = _HTTP_STATUS.fullmatch(r["exc"] or "")
-    if status is None:
+    code = http_status(r["exc"])
+    if code is None:
         return name, attributes, False
-    code = int(status[1])
     attributes["http.response.status_code"] = code
     if code < 500:
         return name, attributes, False

@@ -618,6 +618,16 @@ def test_records_become_opentelemetry_spans_with_our_ids(records: Records) -> No
     assert s.start_time == int(server[T0] * 1e9)
 
 
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [("HTTP 404", 404), ("HTTP 502", 502), (None, None), ("ValueError", None), ("HTTP 5x2", None)],
+)
+def test_http_status_reads_back_what_http_request_wrote(
+    exc: str | None, status: int | None
+) -> None:
+    assert tracing_impl.http_status(exc) == status
+
+
 def test_http_records_become_opentelemetry_http_server_spans(records: Records) -> None:
     from opentelemetry.trace import SpanKind, StatusCode
 
