@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPMethod
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.routing import BaseRoute
@@ -44,10 +45,9 @@ log = logging.getLogger("zerogate.gateway")
 
 SCOPE_KEY: Final = "zerogate"
 CLIENT_CLOSED: Final = 499  # nginx's convention: the client went away before the answer
-# The verbs a trace record names; any other is "_OTHER" (OpenTelemetry's convention).
-HTTP_METHODS: Final = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-)
+# The verbs a trace record names (RFC 9110's and PATCH); any other is "_OTHER"
+# (OpenTelemetry's convention).
+HTTP_METHODS: Final = frozenset(method.value for method in HTTPMethod)
 
 
 @dataclass(slots=True)
