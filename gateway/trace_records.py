@@ -372,7 +372,8 @@ def summarize(tid: str, records: Sequence[Record]) -> dict[str, Any]:
     """One line of ``recent``: {trace_id, start, duration, spans, errors, root: {svc, m}}.
     The root is the earliest record without a parent (the earliest record while the root's
     own has not arrived); ``spans`` counts distinct span ids, since a call's client and
-    server records share one."""
+    server records share one, and ``errors`` the spans that failed, as the call tree does
+    (a failed call is one error, however many sides recorded it)."""
     start = min(record.t0 for record in records)
     end = max(record.t2 for record in records)
     roots = [record for record in records if record.par is None] or list(records)
@@ -382,7 +383,7 @@ def summarize(tid: str, records: Sequence[Record]) -> dict[str, Any]:
         "start": start,
         "duration": end - start,
         "spans": len({record.sid for record in records}),
-        "errors": sum(record.failed for record in records),
+        "errors": len({record.sid for record in records if record.failed}),
         "root": {"svc": root.svc, "m": root.m},
     }
 

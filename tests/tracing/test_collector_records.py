@@ -357,7 +357,7 @@ def test_a_summary_names_the_root_and_counts_spans_and_errors() -> None:
         "start": 10.0,
         "duration": 0.5,
         "spans": 2,
-        "errors": 2,
+        "errors": 1,  # the failed call, recorded by both its sides
         "root": {"svc": "gw", "m": "POST /rpc"},
     }
 
