@@ -12,11 +12,14 @@ user input, so metrics labels stay bounded) and the problem code of an error ans
 
 While tracing is on, the request's span also becomes a trace record (side ``http``), named
 as OpenTelemetry names HTTP server spans: the verb and the route's template
-(``GET /traces/{trace_id}``, ``POST /rpc/shop/add`` once resolved), or the verb alone when no
-route matched. Never the raw path, nor a verb outside HTTP's own (``_OTHER``): the collector
-counts statistics per name, and callers must not be able to invent names without end.
-Requests to the gateway's own pages (``unrecorded``: health, metrics, docs, traces) make no
-record at all.
+(``GET /shop/sum/{a}/{b}``, ``POST /rpc/shop/add`` once resolved). Never the raw path, nor a
+verb outside HTTP's own (``_OTHER``): the collector counts statistics per name, and callers
+must not be able to invent names without end. Requests that matched no API route make no
+record: a 404 (a scanner's, a browser's ``/favicon.ico``) or a request refused before routing
+would be a trace of one span named by its verb alone, telling nothing the access log and the
+metrics do not, and a stream of them would push the traces of real calls out of the recent
+list. Nor do requests to the gateway's own pages (``unrecorded``: health, metrics, docs,
+traces).
 """
 
 from __future__ import annotations
@@ -143,11 +146,13 @@ class Observed:
             route = scope.get("route")  # what Starlette's router matched, if it ran
             if id(route) not in self._unrecorded:
                 what = record_name(scope["method"], route, info)
-                _tracing.http_request(info.trace, what, info.started_at, status)
+                if what is not None:
+                    _tracing.http_request(info.trace, what, info.started_at, status)
 
 
-def record_name(verb: str, route: object, info: RequestInfo) -> str:
-    """A request's trace record name (see the module doc): bounded whatever the caller sent."""
+def record_name(verb: str, route: object, info: RequestInfo) -> str | None:
+    """A request's trace record name (see the module doc), bounded whatever the caller sent;
+    None when it matched no API route (it makes no record)."""
     if verb not in HTTP_METHODS:
         verb = "_OTHER"
     template = getattr(route, "path", None)
@@ -155,7 +160,7 @@ def record_name(verb: str, route: object, info: RequestInfo) -> str:
         return f"{verb} {template}"
     if info.service is not None and info.method is not None:  # FrontDoor's /rpc/{s}/{m}
         return f"{verb} /rpc/{info.service}/{info.method}"
-    return verb
+    return None
 
 
 def access_line(scope: Scope, info: RequestInfo, status: int, seconds: float) -> str:

@@ -1,6 +1,8 @@
 """The gateway's trace record of each HTTP request, through a real uvicorn: named after the
 route that matched, never after the raw path (the collector counts statistics per name, so a
-caller must not be able to invent names), and none for the gateway's own pages."""
+caller must not be able to invent names); none for a request that matched no API route (a
+scanner's 404s must not push real traces out of the recent list), nor for the gateway's own
+pages."""
 
 from __future__ import annotations
 
@@ -22,17 +24,23 @@ API_CALLS: list[tuple[tuple[str, str, Any], str]] = [
         ("POST", "/jsonrpc", {"jsonrpc": "2.0", "method": "shop.add", "params": [1, 1], "id": 1}),
         "POST /jsonrpc",
     ),
-    # Not found: the path is the caller's, so the record names the verb alone.
-    (("POST", "/rpc/shop/no_such_method", []), "POST"),
-    (("POST", "/rpc/shop/_hidden", []), "POST"),
-    (("POST", "/rpc/no_such_service/add", []), "POST"),
-    (("GET", "/wp-admin/setup-config.php", None), "GET"),
-    (("GET", "/shop/9f1c2e7a-random-id", None), "GET"),
+]
+# Not found (no API route matched): no record.
+NOT_FOUND: list[tuple[str, str, Any]] = [
+    ("POST", "/rpc/shop/no_such_method", []),
+    ("POST", "/rpc/shop/_hidden", []),
+    ("POST", "/rpc/no_such_service/add", []),
+    ("GET", "/wp-admin/setup-config.php", None),
+    ("GET", "/shop/9f1c2e7a-random-id", None),
+    ("GET", "/favicon.ico", None),  # every browser asks
+    ("PROPFIND", "/no/such/path", None),
 ]
 OWN_PAGES = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/traces/x"]
 
 
-def test_http_records_are_named_by_route_and_own_pages_make_none(children: Children) -> None:
+def test_http_records_are_named_by_route_and_unmatched_requests_and_own_pages_make_none(
+    children: Children,
+) -> None:
     endpoint, _ = start_backend(children, "green")
     config = (
         "services:\n"
@@ -45,9 +53,15 @@ def test_http_records_are_named_by_route_and_own_pages_make_none(children: Child
         Gateway(config) as gateway,
         httpx.Client(base_url=gateway.url, timeout=10) as http,
     ):
+        # First: the records of one process leave in order, so once the API calls' records
+        # are in, any of these would be too.
         for path in OWN_PAGES:
             answer = http.get(path)
             assert answer.status_code in (200, 400), (path, answer.status_code, answer.text)
+        for verb, path, body in NOT_FOUND:
+            answer = http.request(verb, path, json=body)
+            assert answer.status_code == 404, (path, answer.status_code, answer.text)
+            assert answer.headers["x-trace-id"]  # still a trace id for the caller's logs
         trace_ids = {}
         for (verb, path, body), name in API_CALLS:
             answer = http.request(verb, path, json=body)
@@ -65,7 +79,7 @@ def test_http_records_are_named_by_route_and_own_pages_make_none(children: Child
             "the HTTP records",
         )
     named = {r["tid"]: r["m"] for r in http_records()}
-    assert named.keys() == trace_ids.keys()  # one record per API request, none for own pages
+    assert named.keys() == trace_ids.keys()  # one record per API request, no other
     for tid, expected in trace_ids.items():
         if expected == "_OTHER":  # a verb outside HTTP's own, whatever the route
             assert named[tid].split(" ")[0] == "_OTHER", named[tid]
