@@ -369,7 +369,19 @@ def endpoints_for(tracing: TracingConfig, bind: str | None, query: str | None) -
     return bind, query
 
 
-async def serve(collector: Collector) -> None:
+def print_ready(collector: Collector) -> None:
+    """The command's one line once it is ready: where, and what it stores."""
+    store = collector.store
+    print(
+        f"{PROG}: records on {collector.endpoint}, queries on {collector.query_endpoint}"
+        f" ({SERVICE_NAME}), store {store.kind} (ttl {store.ttl} s,"
+        f" max {store.max_traces} traces)",
+        flush=True,
+    )
+
+
+async def serve(collector: Collector, ready: Callable[[Collector], None] = print_ready) -> None:
+    """Run ``collector`` until SIGTERM or SIGINT, calling ``ready`` once it is bound."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, collector.stop)
@@ -381,13 +393,7 @@ async def serve(collector: Collector) -> None:
                 await ping()
             except StoreUnavailable as exc:
                 log.warning("the trace store is unavailable for now (%s): will keep trying", exc)
-        store = collector.store
-        print(
-            f"{PROG}: records on {collector.endpoint}, queries on {collector.query_endpoint}"
-            f" ({SERVICE_NAME}), store {store.kind} (ttl {store.ttl} s,"
-            f" max {store.max_traces} traces)",
-            flush=True,
-        )
+        ready(collector)
         await collector.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

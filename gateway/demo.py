@@ -1,13 +1,16 @@
-"""``zerogate demo``: two demo services on loopback, the gateway in front of them, and what
-to try, printed.
+"""``zerogate demo``: two demo services on loopback, the gateway in front of them, a trace
+collector recording every call, and what to try, printed.
 
     zerogate demo [--port 8080] [--auth]
 
 The services (``gateway.demo_backends``) run in child processes of their own, ``calc`` on the
 gevent driver and ``inventory`` on the asyncio driver; each binds a free loopback port and
-tells us which. The gateway runs here under uvicorn on ``127.0.0.1:PORT``, from the embedded
-config ``DEMO_CONFIG``. Once it answers, a banner lists the URLs to open and curl lines to
-paste (the same lines the tests run).
+tells us which. A third child runs ``zerogate collector`` with a memory store; the services
+(``$ZEROGATE_COLLECTOR``) and the gateway (``tracing:`` in its config) send it a record of
+every call, and the gateway shows them at ``/traces`` and ``/stats``. The gateway runs here
+under uvicorn on ``127.0.0.1:PORT``, from the embedded config ``DEMO_CONFIG``. Once it
+answers, a banner lists the URLs to open and curl lines to paste (the same lines the tests
+run).
 
 With ``--auth`` the gateway asks for tokens (``auth.mode: token``). Everything auth needs
 lives in a temporary folder for the demo's life, removed when it stops: a fresh server
@@ -40,6 +43,8 @@ from string import Template
 from typing import IO, Final
 
 import uvicorn
+
+from rpccore.tracing import ENV_COLLECTOR, ENV_PROCESS_NAME
 
 from .app import create_app
 from .config import Config, parse_config
@@ -77,6 +82,8 @@ routes:
   - {method: POST, path: "/items/{sku}/reserve", call: inventory.reserve}
 """
 )
+# The demo's collector: where it takes records, where it answers queries.
+TRACING_CONFIG: Final = Template('tracing: {collector: "$records", query: "$queries"}\n')
 # With --auth: paths relative to the demo's temporary folder.
 AUTH_CONFIG: Final = """\
 auth:
@@ -90,9 +97,13 @@ TOKEN_VARIABLE: Final = "TOKEN"
 
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
-    name: str
+    name: str  # as ``gateway.demo_backends`` knows it
     driver: str
     methods: str
+    title: str = ""  # what messages call it; else "the NAME backend"
+
+    def __str__(self) -> str:
+        return self.title or f"the {self.name} backend"
 
 
 BACKENDS: Final = (
@@ -107,6 +118,7 @@ BACKENDS: Final = (
         "list_items, get_item (KeyError: 404), reserve, watch (stream), audit (slow)",
     ),
 )
+COLLECTOR: Final = BackendSpec("collector", "zerogate collector", "", "the trace collector")
 
 
 class DemoError(Exception):
@@ -114,9 +126,10 @@ class DemoError(Exception):
 
 
 class BackendProcess:
-    """One backend child: started, asked for its endpoint, stopped by its PID."""
+    """One backend child: started, asked for its endpoint, stopped by its PID. ``env``: what
+    to add to its environment."""
 
-    def __init__(self, spec: BackendSpec) -> None:
+    def __init__(self, spec: BackendSpec, env: dict[str, str] | None = None) -> None:
         self.spec = spec
         self.endpoint: str | None = None
         # Its own session: a terminal's Ctrl-C reaches the demo only, which stops the
@@ -126,13 +139,15 @@ class BackendProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
 
     def __repr__(self) -> str:
         return f"<BackendProcess {self.spec.name} pid={self.process.pid} {self.endpoint}>"
 
     def wait_endpoint(self, timeout: float) -> str:
-        """The endpoint the child printed once bound; ``DemoError`` if it did not in time."""
+        """The endpoint the child printed once bound (the collector's line holds two);
+        ``DemoError`` if it did not in time."""
         out = self.process.stdout
         assert out is not None
         ready, _, _ = select.select([out], [], [], timeout)
@@ -140,7 +155,7 @@ class BackendProcess:
         out.close()  # it prints nothing else
         if not line.startswith("tcp://"):
             self.stop()
-            raise DemoError(f"the {self.spec.name} backend did not start: {self._state()}")
+            raise DemoError(f"{self.spec} did not start: {self._state()}")
         self.endpoint = line
         return line
 
@@ -148,7 +163,7 @@ class BackendProcess:
         """Why the child is gone, or None while it runs."""
         if self.process.poll() is None:
             return None
-        return f"the {self.spec.name} backend (pid {self.process.pid}) stopped: {self._state()}"
+        return f"{self.spec} (pid {self.process.pid}) stopped: {self._state()}"
 
     def stop(self) -> None:
         """SIGTERM to its PID, then SIGKILL if it has not exited in time."""
@@ -176,8 +191,13 @@ def _close(pipe: IO[bytes] | None) -> None:
         pipe.close()
 
 
-def demo_config(port: int, endpoints: dict[str, str], auth: DemoAuth | None = None) -> Config:
+def demo_config(
+    port: int, endpoints: dict[str, str], tracing: tuple[str, str], auth: DemoAuth | None = None
+) -> Config:
+    """``endpoints``: each service's; ``tracing``: the collector's (records, queries)."""
     text = DEMO_CONFIG.substitute(host=DEMO_HOST, port=port, **endpoints)
+    records, queries = tracing
+    text += TRACING_CONFIG.substitute(records=records, queries=queries)
     if auth is None:
         return parse_config(text, "<zerogate demo config>")
     return parse_config(text + AUTH_CONFIG, "<zerogate demo config>", auth.folder)
@@ -240,7 +260,11 @@ def try_lines(base: str, *, auth: bool = False) -> list[str]:
     ]
 
 
-def banner(base: str, backends: list[BackendProcess], auth: DemoAuth | None = None) -> str:
+def banner(
+    base: str, backends: list[BackendProcess], records: str, auth: DemoAuth | None = None
+) -> str:
+    """What the demo prints once the gateway answers; ``records``: where the collector takes
+    trace records."""
     width = max(len(backend.spec.name) for backend in backends)
     services = [
         f"  {b.spec.name:<{width}}  {b.spec.driver:<23} {b.endpoint}  {b.spec.methods}"
@@ -251,6 +275,8 @@ def banner(base: str, backends: list[BackendProcess], auth: DemoAuth | None = No
         f"zerogate demo: the gateway is on {base}, in front of these services:",
         *services,
         "REST routes: GET /items, GET /items/{sku}, POST /items/{sku}/reserve",
+        f"Tracing: every request and call is recorded by a trace collector on {records}"
+        " (in memory)",
         "",
         f"  {base}/docs          API docs: try every method from the browser",
         f"  {base}/redoc         API reference",
@@ -258,6 +284,8 @@ def banner(base: str, backends: list[BackendProcess], auth: DemoAuth | None = No
         f"  {base}/rpc           the catalog: services, methods, arguments, docs{token}",
         f"  {base}/metrics       Prometheus metrics{token}",
         f"  {base}/healthz       liveness",
+        f"  {base}/traces        recent traces: open one for its calls on a timeline{token}",
+        f"  {base}/stats         request rates and latency percentiles per method{token}",
         "",
     ]
     if auth is not None:
@@ -284,11 +312,11 @@ def banner(base: str, backends: list[BackendProcess], auth: DemoAuth | None = No
 
 class Watcher:
     """In a thread while uvicorn runs: prints the banner once the gateway serves, and stops
-    the gateway if a backend dies."""
+    the gateway if a child (a backend, the collector) dies."""
 
-    def __init__(self, server: uvicorn.Server, backends: list[BackendProcess], text: str) -> None:
+    def __init__(self, server: uvicorn.Server, children: list[BackendProcess], text: str) -> None:
         self.server = server
-        self.backends = backends
+        self.children = children
         self.text = text
         self.failure: str | None = None
         self._done = threading.Event()
@@ -308,8 +336,8 @@ class Watcher:
     def _run(self) -> None:
         shown = False
         while not self._done.wait(WATCH_PERIOD):
-            for backend in self.backends:
-                if (message := backend.exit_message()) is not None:
+            for child in self.children:
+                if (message := child.exit_message()) is not None:
                     self.failure = message
                     self.server.should_exit = True  # uvicorn checks it every 0.1 s
                     return
@@ -331,7 +359,7 @@ def run_demo(port: int, *, auth: bool = False) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    backends: list[BackendProcess] = []
+    children: list[BackendProcess] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(sock)
         try:
@@ -339,25 +367,33 @@ def run_demo(port: int, *, auth: bool = False) -> int:
             if auth:  # removed at the end, once the gateway has closed its store
                 folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="zerogate-demo-"))
                 demo_auth = make_auth(Path(folder))
-            return _run(sock, backends, stop, demo_auth)
+            return _run(sock, children, stop, demo_auth)
         except DemoError as exc:
             print(f"zerogate demo: {exc}", file=sys.stderr)
             return EXIT_FAILED
         finally:
-            for backend in backends:
-                backend.stop()
+            for child in reversed(children):  # the collector last: it started first
+                child.stop()
 
 
 def _run(
     sock: socket.socket,
-    backends: list[BackendProcess],
+    children: list[BackendProcess],
     stop: StopSignals,
     auth: DemoAuth | None,
 ) -> int:
+    """Start the collector, then the services (which must know where it is), then the
+    gateway; ``children``: every child started, for the caller to stop."""
     port = sock.getsockname()[1]
-    backends.extend(BackendProcess(spec) for spec in BACKENDS)
+    children.append(BackendProcess(COLLECTOR))
+    records, queries = children[0].wait_endpoint(START_TIMEOUT).split()
+    backends = [
+        BackendProcess(spec, {ENV_COLLECTOR: records, ENV_PROCESS_NAME: spec.name})
+        for spec in BACKENDS
+    ]
+    children.extend(backends)
     endpoints = {b.spec.name: b.wait_endpoint(START_TIMEOUT) for b in backends}
-    config = demo_config(port, endpoints, auth)
+    config = demo_config(port, endpoints, (records, queries), auth)
     if stop.requested.is_set():
         return EXIT_OK
     server = uvicorn.Server(
@@ -369,8 +405,8 @@ def _run(
             log_level="warning",  # the banner says what uvicorn's startup lines would
         )
     )
-    text = banner(f"http://{DEMO_HOST}:{port}", backends, auth)
-    with Watcher(server, backends, text) as watcher:
+    text = banner(f"http://{DEMO_HOST}:{port}", backends, records, auth)
+    with Watcher(server, children, text) as watcher:
         server.run(sockets=[sock])
     if watcher.failure is not None:
         print(f"zerogate demo: {watcher.failure}", file=sys.stderr)

@@ -2,9 +2,12 @@
 
     python -m gateway.demo_backends calc        # Calc on rpccore.green (gevent), threaded
     python -m gateway.demo_backends inventory   # Inventory on rpccore.aio (asyncio)
+    python -m gateway.demo_backends collector   # the trace collector, storing in memory
 
 Each binds a free loopback port (``--bind``, default ``tcp://127.0.0.1:*``), prints the bound
-endpoint as the one line of its stdout, and serves until SIGTERM or SIGINT. With
+endpoint as the one line of its stdout, and serves until SIGTERM or SIGINT. The collector
+binds two, where it takes records and where it answers queries, and prints both on its line,
+in that order. With
 ``--until-stdin-closes`` it also stops when its stdin reaches end of file: the demo holds the
 other end of that pipe, so a backend never outlives a demo that was killed outright.
 
@@ -196,9 +199,22 @@ def serve_inventory(bind: str, on_bound: Callable[[str], None]) -> None:
     asyncio.run(main())
 
 
+def serve_collector(bind: str, on_bound: Callable[[str], None]) -> None:
+    """Run ``zerogate collector`` with a memory store until SIGINT or SIGTERM: the demo's
+    services and gateway send it their trace records, and the gateway asks it for them."""
+    from .collector import Collector, serve  # noqa: PLC0415  (see serve_calc)
+    from .trace_store import MemoryTraceStore  # noqa: PLC0415
+
+    def ready(collector: Collector) -> None:
+        on_bound(f"{collector.endpoint} {collector.query_endpoint}")
+
+    asyncio.run(serve(Collector(MemoryTraceStore(), bind=bind, query=bind), ready))
+
+
 BACKENDS: Final[dict[str, Callable[[str, Callable[[str], None]], None]]] = {
     "calc": serve_calc,
     "inventory": serve_inventory,
+    "collector": serve_collector,
 }
 
 

@@ -1,5 +1,7 @@
 """``zerogate demo`` as a real process: it prints a banner, every curl line of the banner
-answers what it promises, and SIGINT or SIGTERM stops the gateway and every backend (exit 0).
+answers what it promises, the calls it made are traced (``/traces``, ``/stats``, through the
+demo's collector), and SIGINT or SIGTERM stops the gateway, every backend and the collector
+(exit 0).
 A backend that dies stops the demo with a message; a taken port is exit 2. With ``--auth``
 the banner shows a token, every curl line needs it, and its folder goes when the demo stops.
 
@@ -21,12 +23,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-STARTUP = 60.0  # seconds for the demo's banner: three processes start on a two-core machine
+STARTUP = 60.0  # seconds for the demo's banner: four processes start on a two-core machine
 STOP = 15.0
+RECORDS = 10.0  # seconds for trace records to reach the collector (senders pass every 20 ms)
 CURL = "/usr/bin/curl"
 BANNER_END = "Ctrl-C stops."
 BASE = re.compile(r"the gateway is on (http://127\.0\.0\.1:\d+)")
@@ -91,7 +95,7 @@ class Demo:
         self.backends = children(self.pid)
         return self.stdout
 
-    def backend(self, name: str) -> int:
+    def child(self, name: str) -> int:
         return next(pid for pid in self.backends if name in command_line(pid))
 
     def close(self) -> None:
@@ -199,6 +203,39 @@ def path_of(line: str, base: str) -> str:
     return url.removeprefix(base)
 
 
+def check_traced(base: str) -> None:
+    """The banner's first call (calc.add through the gateway) is a trace of two spans: the
+    gateway's HTTP request, and the call it made, recorded by both sides, the server's from
+    the calc process; and calc.add is counted in the statistics."""
+    json_only = {"format": "json"}
+
+    def add_trace() -> dict[str, Any] | None:
+        listed = httpx.get(f"{base}/traces", params=json_only, timeout=10).json()["traces"]
+        root = {"svc": "http", "m": "POST /rpc/calc/add"}
+        return next((trace for trace in listed if trace["root"] == root), None)
+
+    deadline = time.monotonic() + RECORDS
+    while (found := add_trace()) is None or found["spans"] < 2:
+        assert time.monotonic() < deadline, f"no trace of calc.add: {found}"
+        time.sleep(0.1)
+    trace_id = found["trace_id"]
+    tree = httpx.get(f"{base}/traces/{trace_id}", params=json_only, timeout=10).json()
+    (request,) = tree["roots"]
+    assert (request["kind"], request["method"], request["outcome"]) == (
+        "http",
+        "POST /rpc/calc/add",
+        "ok",
+    )
+    (call,) = request["children"]
+    assert (call["service"], call["method"], call["outcome"]) == ("calc", "add", "ok")
+    assert call["sides"]["server"]["process"]["proc"] == "calc"
+    assert call["sides"]["client"]["process"]["proc"] == "zerogate-gateway"
+    stats = httpx.get(f"{base}/stats", params=json_only, timeout=10).json()
+    assert stats["calc"]["add"]["count"] >= 1
+    page = httpx.get(f"{base}/traces/{trace_id}", headers={"accept": "text/html"}, timeout=10)
+    assert "<svg" in page.text
+
+
 def test_every_curl_line_of_the_banner_answers_then_sigint_stops_everything(demo: Demo) -> None:
     banner = demo.wait_banner()
     match = BASE.search(banner)
@@ -212,14 +249,25 @@ def test_every_curl_line_of_the_banner_answers_then_sigint_stops_everything(demo
             CHECKS[path_of(line, base)](body)
         except (AssertionError, ValueError, KeyError) as exc:
             pytest.fail(f"{line}\nanswered {body!r}: {exc!r}")
-    for page in ("/docs", "/redoc", "/openapi.json", "/rpc", "/metrics", "/healthz"):
+    pages = (
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/rpc",
+        "/metrics",
+        "/healthz",
+        "/traces",
+        "/stats",
+    )
+    for page in pages:
         assert f"{base}{page} " in banner
         assert httpx.get(f"{base}{page}", timeout=10).status_code == 200
     catalog = httpx.get(f"{base}/rpc", timeout=10).json()
     assert sorted(catalog["services"]) == ["calc", "inventory"]
     assert "/rpc/calc/add" in demo.stdout.split(BANNER_END, 1)[1]  # the access lines follow
+    check_traced(base)
 
-    assert len(demo.backends) == 2
+    assert len(demo.backends) == 3  # the two services and the collector
     before = len(demo.stderr)
     demo.process.send_signal(signal.SIGINT)
     assert demo.process.wait(STOP) == 0
@@ -251,7 +299,7 @@ def test_auth_demo_shows_a_token_that_every_curl_line_needs(auth_demo: Demo) -> 
     bearer = {"Authorization": f"Bearer {token}"}
     for page in ("/docs", "/redoc", "/openapi.json", "/healthz"):
         assert httpx.get(f"{base}{page}", timeout=10).status_code == 200, page
-    for page in ("/rpc", "/metrics"):
+    for page in ("/rpc", "/metrics", "/traces", "/stats"):
         assert httpx.get(f"{base}{page}", timeout=10).status_code == 401, page
         assert httpx.get(f"{base}{page}", headers=bearer, timeout=10).status_code == 200, page
 
@@ -263,20 +311,23 @@ def test_auth_demo_shows_a_token_that_every_curl_line_needs(auth_demo: Demo) -> 
 
 def test_sigterm_stops_the_gateway_and_every_backend(demo: Demo) -> None:
     demo.wait_banner()
-    assert len(demo.backends) == 2
+    assert len(demo.backends) == 3
     demo.process.send_signal(signal.SIGTERM)
     assert demo.process.wait(STOP) == 0
     assert wait_gone(demo.backends) == []
 
 
-def test_a_backend_that_dies_stops_the_demo_with_a_message(demo: Demo) -> None:
+@pytest.mark.parametrize(
+    ("name", "called"), [("calc", "the calc backend"), ("collector", "the trace collector")]
+)
+def test_a_child_that_dies_stops_the_demo_with_a_message(
+    demo: Demo, name: str, called: str
+) -> None:
     demo.wait_banner()
-    calc = demo.backend("calc")
-    os.kill(calc, signal.SIGKILL)
+    child = demo.child(name)
+    os.kill(child, signal.SIGKILL)
     assert demo.process.wait(STOP) == 1
-    assert f"zerogate demo: the calc backend (pid {calc}) stopped: killed by SIGKILL" in (
-        demo.stderr
-    )
+    assert f"zerogate demo: {called} (pid {child}) stopped: killed by SIGKILL" in demo.stderr
     assert wait_gone(demo.backends) == []
 
 
