@@ -9,8 +9,9 @@ serves an rpccore service named ``zerogate-collector`` at ``tracing.query`` (``-
 default: the next port), whose methods are ``CollectorQueries``'s:
 
 - ``trace(trace_id)``: every stored record of the trace, by start time;
-- ``recent(limit=50)``: the newest traces first, each {trace_id, start, duration, spans,
-  errors, root: {svc, m}};
+- ``recent(limit=50, service=None, method=None, failed=False)``: the newest traces first, each
+  {trace_id, start, duration, spans, errors, root: {svc, m}}; given a service, a method or
+  failed, only the traces with a span of them (that failed), among the newest thousand;
 - ``stats(minutes=None)``: {svc: {m: {count, errors, rate, p50, p90, p99, buckets, side}}},
   in total or over the last ``minutes`` (1..60); ``rate`` is calls/s over the last 60 s;
 - ``info()``: the collector's counters (received, stored, dropped_malformed, ...), its
@@ -60,7 +61,7 @@ from .config import (
     default_query_endpoint,
     load_config,
 )
-from .trace_records import Record, decode_message
+from .trace_records import Record, TraceFilter, decode_message
 from .trace_store import StoreUnavailable, TraceStore, normalize_trace_id, store_from_config
 
 PROG: Final = "zerogate collector"
@@ -285,9 +286,18 @@ class CollectorQueries:
         """Every stored record of a trace (32 hex characters), ordered by start time."""
         return await self._collector.store.trace(normalize_trace_id(trace_id))
 
-    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest traces first: trace_id, start, duration, spans, errors, root {svc, m}."""
-        return await self._collector.store.recent(limit)
+    async def recent(
+        self,
+        limit: int = 50,
+        service: str | None = None,
+        method: str | None = None,
+        failed: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The newest traces first: trace_id, start, duration, spans, errors, root {svc, m}.
+        With ``service``, ``method`` or ``failed``: only the traces with a span of that
+        service and method (that failed), among the newest thousand."""
+        where = TraceFilter.checked(service, method, failed)
+        return await self._collector.store.recent(limit, where)
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """Per service and method: count, errors, rate (calls/s, last 60 s), p50, p90, p99

@@ -367,6 +367,46 @@ def unpack_compact(tid: str, data: bytes) -> Record | None:
 
 # -- what queries answer ---------------------------------------------------------------------
 
+# Characters of a service or method name a filter may give: more than any stored name holds
+# (MAX_SERVICE_BYTES, MAX_METHOD_BYTES), so a longer one is a mistake.
+MAX_FILTER_NAME: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TraceFilter:
+    """Which traces ``recent`` lists: those with a span of ``service`` (any side's record) and
+    ``method``, and with ``failed``, one that failed there; each part left out matches any.
+    The empty filter (false) lists every trace."""
+
+    service: str | None = None
+    method: str | None = None
+    failed: bool = False
+
+    def __bool__(self) -> bool:
+        return self.service is not None or self.method is not None or self.failed
+
+    @classmethod
+    def checked(cls, service: object, method: object, failed: object) -> TraceFilter:
+        """A filter from a query's arguments; ValueError names the one that is wrong."""
+        if not isinstance(failed, bool):
+            raise ValueError(f"failed must be true or false, got {failed!r}")
+        return cls(_filter_name(service, "service"), _filter_name(method, "method"), failed)
+
+    def matches(self, records: Iterable[Record]) -> bool:
+        service, method, failed = self.service, self.method, self.failed
+        return any(
+            (service is None or record.svc == service)
+            and (method is None or record.m == method)
+            and (not failed or record.failed)
+            for record in records
+        )
+
+
+def _filter_name(value: object, name: str) -> str | None:
+    if value is None or (isinstance(value, str) and len(value) <= MAX_FILTER_NAME):
+        return value
+    raise ValueError(f"{name} must be None or a name of at most {MAX_FILTER_NAME} characters")
+
 
 def summarize(tid: str, records: Sequence[Record]) -> dict[str, Any]:
     """One line of ``recent``: {trace_id, start, duration, spans, errors, root: {svc, m}}.

@@ -44,6 +44,7 @@ from .trace_records import (
     Side,
     StatsKey,
     Tally,
+    TraceFilter,
     pack_compact,
     recent_rate,
     stats_report,
@@ -77,6 +78,11 @@ DEFAULT_REDIS_TIMEOUT: Final = 2.0  # seconds to connect, or to wait for an answ
 WINDOW: Final = 60  # seconds per statistics window
 WINDOWS: Final = 60  # windows kept: statistics over at most the last hour
 MAX_RECENT: Final = 1000  # traces one recent() call lists at most
+# The newest traces a filtered recent() looks through (a bound on the work of one query);
+# Redis reads them in chunks of SCAN_CHUNK, and stops once it has found enough.
+MAX_SCANNED: Final = 1000
+SCAN_CHUNK: Final = 100
+EVERY_TRACE: Final = TraceFilter()
 _HEX: Final = frozenset("0123456789abcdef")
 
 log = logging.getLogger("zerogate.collector")
@@ -97,7 +103,9 @@ class TraceStore(Protocol):
 
     async def trace(self, trace_id: str) -> list[dict[str, Any]]: ...
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]: ...
+    async def recent(self, limit: int, where: TraceFilter = EVERY_TRACE) -> list[dict[str, Any]]:
+        """The newest ``limit`` traces that ``where`` matches, of the newest MAX_SCANNED."""
+        ...
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]: ...
 
@@ -244,11 +252,16 @@ class MemoryTraceStore:
         trace = self._traces.get(normalize_trace_id(trace_id))
         return [] if trace is None else _sorted_records(trace.records)
 
-    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def recent(
+        self, limit: int = 50, where: TraceFilter = EVERY_TRACE
+    ) -> list[dict[str, Any]]:
         limit = _check_limit(limit)
         self._expire(self._clock())
-        newest = heapq.nlargest(limit, self._traces.items(), key=lambda item: item[1].start)
-        return [summarize(tid, trace.records) for tid, trace in newest]
+        newest = heapq.nlargest(
+            MAX_SCANNED if where else limit, self._traces.items(), key=lambda item: item[1].start
+        )
+        matching = [(tid, trace) for tid, trace in newest if where.matches(trace.records)]
+        return [summarize(tid, trace.records) for tid, trace in matching[:limit]]
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         minutes = _check_minutes(minutes)
@@ -447,19 +460,28 @@ class RedisTraceStore:
         (records,) = await self._read([tid])
         return _sorted_records(records)
 
-    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def recent(
+        self, limit: int = 50, where: TraceFilter = EVERY_TRACE
+    ) -> list[dict[str, Any]]:
         limit = _check_limit(limit)
-        members = await self._redis.zrevrange(self.recent_key, 0, limit - 1)
+        members = await self._redis.zrevrange(
+            self.recent_key, 0, (MAX_SCANNED if where else limit) - 1
+        )
         tids = [_text(member) for member in members]
         summaries, gone = [], []
-        for tid, records in zip(tids, await self._read(tids), strict=True):
-            if records:
-                summaries.append(summarize(tid, records))
-            else:
-                gone.append(tid)  # expired: its list went before its entry was trimmed
+        chunk = SCAN_CHUNK if where else limit
+        for start in range(0, len(tids), chunk):
+            part = tids[start : start + chunk]
+            for tid, records in zip(part, await self._read(part), strict=True):
+                if not records:
+                    gone.append(tid)  # expired: its list went before its entry was trimmed
+                elif where.matches(records):
+                    summaries.append(summarize(tid, records))
+            if len(summaries) >= limit:
+                break
         if gone:
             await self._redis.zrem(self.recent_key, *gone)
-        return summaries
+        return summaries[:limit]
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         minutes = _check_minutes(minutes)

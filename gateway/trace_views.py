@@ -1,6 +1,8 @@
 """Viewing traces and live statistics: ``/traces``, ``/traces/{trace_id}`` and ``/stats``.
 
-    GET /traces             recent traces: an HTML table, or JSON (``Accept: application/json``)
+    GET /traces             recent traces: an HTML table, or JSON (``Accept: application/json``);
+                            ``?service=S&method=M&failed=1``: only the traces with a span of S.M
+                            (that failed), each part optional (the statistics page links there)
     GET /traces/{trace_id}  the call tree: JSON, or a timeline page when the client prefers
                             text/html (a browser)
     GET /stats              request rates and latency percentiles per service and method: JSON,
@@ -30,6 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from html import escape
 from typing import Any, Final, Protocol
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +46,8 @@ from .observe import request_info
 from .payloads import JSON, ResultFormat, encode_result
 from .problems import NOT_FOUND, UNAVAILABLE, Problem, invalid_argument, unavailable
 from .responses import problem_response
+from .trace_records import TraceFilter
+from .trace_store import EVERY_TRACE, MAX_SCANNED
 from .trace_tree import Span, Trace, build_trace, hex_id
 
 __all__ = [
@@ -93,8 +98,11 @@ class TraceSource(Protocol):
         """The records of one trace (see ``trace_tree``); empty when it is not known."""
         ...
 
-    async def recent(self, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
-        """Newest first: ``{trace_id, start, duration, spans, errors, root: {svc, m}}``."""
+    async def recent(
+        self, limit: int = DEFAULT_LIMIT, where: TraceFilter = EVERY_TRACE
+    ) -> list[dict[str, Any]]:
+        """Newest first: ``{trace_id, start, duration, spans, errors, root: {svc, m}}``, of
+        the traces ``where`` matches."""
         ...
 
     async def stats(self, minutes: int | None = None) -> dict[str, Any]:
@@ -129,8 +137,13 @@ class CollectorSource:
     async def trace(self, trace_id: str) -> list[dict[str, Any]]:
         return _list(await self._query("trace", trace_id), "trace")
 
-    async def recent(self, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
-        return _list(await self._query("recent", limit), "recent")
+    async def recent(
+        self, limit: int = DEFAULT_LIMIT, where: TraceFilter = EVERY_TRACE
+    ) -> list[dict[str, Any]]:
+        if not where:  # as a collector that knows no filters is asked
+            return _list(await self._query("recent", limit), "recent")
+        answer = await self._query("recent", limit, where.service, where.method, where.failed)
+        return _list(answer, "recent")
 
     async def stats(self, minutes: int | None = None) -> dict[str, Any]:
         answer = await (self._query("stats") if minutes is None else self._query("stats", minutes))
@@ -224,10 +237,11 @@ class TraceViews:
     async def traces(self, request: Request) -> Response:
         limit = _bounded(request.query_params.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
         assert limit is not None
-        summaries = (_summary(item) for item in await self.source.recent(limit))
+        where = _trace_filter(request.query_params)
+        summaries = (_summary(item) for item in await self.source.recent(limit, where))
         recent = [item for item in summaries if item is not None][:limit]
         if _wants_html(request, default=True):
-            return _page(render_traces(recent))
+            return _page(render_traces(recent, where))
         return _json({"traces": recent})
 
     async def trace(self, request: Request) -> Response:
@@ -252,6 +266,22 @@ class TraceViews:
             page = render_stats(stats, self.history, refresh=self.refresh, minutes=minutes)
             return _page(page)
         return _json(stats)
+
+
+_YES_NO: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _trace_filter(params: Mapping[str, str]) -> TraceFilter:
+    """``?service=&method=&failed=`` as a filter; an empty service or method is none."""
+    failed = _YES_NO.get(params.get("failed", "0").lower())
+    if failed is None:
+        raise invalid_argument("failed is 1 or 0 (true or false)")
+    try:
+        return TraceFilter.checked(
+            params.get("service") or None, params.get("method") or None, failed
+        )
+    except ValueError as exc:
+        raise invalid_argument(str(exc)) from None
 
 
 def _bounded(value: str | None, name: str, default: int | None, top: int) -> int | None:
@@ -422,8 +452,8 @@ def _when(stamp: float | None) -> str:
     return f"{seconds}.{int(stamp % 1 * 1000):03d}Z"
 
 
-def render_traces(recent: Sequence[Mapping[str, Any]]) -> bytes:
-    """The list of recent traces (entries as ``_summary`` makes them)."""
+def render_traces(recent: Sequence[Mapping[str, Any]], where: TraceFilter = EVERY_TRACE) -> bytes:
+    """The list of recent traces (entries as ``_summary`` makes them) that ``where`` chose."""
     rows = []
     for item in recent:
         root = item["root"]
@@ -441,13 +471,40 @@ def render_traces(recent: Sequence[Mapping[str, Any]]) -> bytes:
         f"<th>spans</th><th>errors</th><th>trace id</th></tr></thead><tbody>{''.join(rows)}"
         "</tbody></table>"
         if rows
-        else '<p class="summary">No traces yet.</p>'
+        else f'<p class="summary">{_t(_no_traces(where))}</p>'
     )
+    chosen, query = "", ""
+    if where:
+        chosen = f'<p class="summary">{_t(_chosen(where))} · <a href="traces">all traces</a></p>'
+        query = "&amp;" + _t(_filter_query(where))
     body = (
-        '<h1>Recent traces</h1><p class="summary"><a href="stats">statistics</a> · '
-        f'<a href="traces?format=json">JSON</a></p>{table}'
+        f'<h1>Recent traces</h1>{chosen}<p class="summary"><a href="stats">statistics</a> · '
+        f'<a href="traces?format=json{query}">JSON</a></p>{table}'
     )
     return _document("Recent traces", body)
+
+
+def _chosen(where: TraceFilter) -> str:
+    """What a filter shows, in words: "with a failed call of calc.add"."""
+    name = ".".join(part for part in (where.service, where.method) if part is not None)
+    call = "a failed call" if where.failed else "a call"
+    return f"Traces with {call} of {name}" if name else f"Traces with {call}"
+
+
+def _no_traces(where: TraceFilter) -> str:
+    if not where:
+        return "No traces yet."
+    wanted = _chosen(where).removeprefix("Traces with ")
+    return f"None of the newest {MAX_SCANNED} traces has {wanted}."
+
+
+def _filter_query(where: TraceFilter) -> str:
+    """The query string that asks ``/traces`` for ``where`` (not HTML-escaped)."""
+    params = {"service": where.service, "method": where.method}
+    query = {key: value for key, value in params.items() if value is not None}
+    if where.failed:
+        query["failed"] = "1"
+    return urlencode(query)
 
 
 # The timeline's geometry, in SVG user units.
@@ -702,6 +759,12 @@ def _histogram(pairs: Sequence[tuple[float | None, float]]) -> str:
     )
 
 
+def _traces_link(svc: str, m: str, text: object, *, failed: bool = False) -> str:
+    """A link to the recent traces with a call (a failed call) of ``svc.m``."""
+    query = _filter_query(TraceFilter(svc, m, failed))
+    return f'<a href="traces?{_t(query)}">{_t(text)}</a>'
+
+
 def render_stats(
     stats: Mapping[str, Any], history: RateHistory, *, refresh: int, minutes: int | None = None
 ) -> bytes:
@@ -715,8 +778,9 @@ def render_stats(
         errors = _count(entry.get("errors"))
         rows.append(
             f'<tr{" class=failed" if errors else ""} data-service="{_t(svc)}" '
-            f'data-method="{_t(m)}"><td>{_t(svc)}.{_t(m)}</td><td>{_t(_str(side) or "")}</td>'
-            f'<td class="num">{_count(entry.get("count"))}</td><td class="num">{errors}</td>'
+            f'data-method="{_t(m)}"><td>{_traces_link(svc, m, f"{svc}.{m}")}</td>'
+            f'<td>{_t(_str(side) or "")}</td><td class="num">{_count(entry.get("count"))}</td>'
+            f'<td class="num">{_traces_link(svc, m, errors, failed=True) if errors else 0}</td>'
             f'<td class="num">{"-" if rate is None else f"{rate:.3g}/s"}</td>'
             f"<td>{_sparkline(series)}</td><td>{_percentiles(entry, top)}</td>"
             f"<td>{_histogram(pairs) if pairs else ''}</td></tr>"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tracing_support import run_async, span_id, trace_id, wire_record
+from tracing_support import check_filtered_recent, run_async, span_id, trace_id, wire_record
 
 from gateway.trace_records import Record, parse_record
 from gateway.trace_store import MemoryTraceStore
@@ -101,6 +101,11 @@ async def test_recent_lists_the_newest_traces_first_with_their_summary() -> None
     for limit in (0, 1001, "5", 2.0):
         with pytest.raises(ValueError, match="limit"):
             await store.recent(limit)  # type: ignore[arg-type]
+
+
+@run_async
+async def test_recent_with_a_filter_lists_the_newest_traces_with_such_a_span() -> None:
+    await check_filtered_recent(MemoryTraceStore(), 1_700_000_000.0)
 
 
 @run_async

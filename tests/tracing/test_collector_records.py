@@ -22,6 +22,7 @@ from gateway.trace_records import (
     Record,
     Side,
     Tally,
+    TraceFilter,
     bucket_of,
     clip,
     decode_message,
@@ -421,3 +422,20 @@ def test_a_full_batch_of_the_longest_records_fits_in_one_collector_message() -> 
     assert len(message) <= DEFAULT_MAX_MESSAGE_SIZE
     records, refused = decode_message(message)
     assert (len(records), refused) == (count, 0)
+
+
+def test_a_trace_filter_is_checked_and_matches_one_span_of_its_parts() -> None:
+    assert not TraceFilter()
+    assert TraceFilter.checked("calc", None, True) == TraceFilter("calc", None, failed=True)
+    for wrong in ((7, None, False), (None, b"add", False), ("s" * 201, None, False)):
+        with pytest.raises(ValueError, match=r"service|method"):
+            TraceFilter.checked(*wrong)
+    with pytest.raises(ValueError, match="failed"):
+        TraceFilter.checked(None, None, 1)
+    ok = record_of(svc="calc", m="add")
+    failed = record_of(sid="2" * 16, svc="shop", m="buy", out="error")
+    assert TraceFilter("calc", "add").matches([failed, ok])
+    assert not TraceFilter("calc", "add", failed=True).matches([failed, ok])
+    assert TraceFilter(failed=True).matches([failed, ok])
+    assert not TraceFilter("calc", "buy").matches([failed, ok])  # one span has both
+    assert TraceFilter().matches([ok])

@@ -15,7 +15,7 @@ import pytest
 from loopback import free_port
 from redis.asyncio import Redis
 from redis_support import RedisServer
-from tracing_support import run_async, span_id, trace_id, wire_record
+from tracing_support import check_filtered_recent, run_async, span_id, trace_id, wire_record
 
 from gateway.config import RedisStore, TracingConfig
 from gateway.trace_records import MAX_PACKED_BYTES, Record, parse_record
@@ -86,6 +86,17 @@ async def test_traces_expire_after_the_ttl(make_store: Callable[..., RedisTraceS
             assert time.monotonic() < deadline, "the trace never expired"
             await asyncio.sleep(0.1)
         assert await store.recent() == []
+    finally:
+        await store.aclose()
+
+
+@run_async
+async def test_recent_with_a_filter_lists_the_newest_traces_with_such_a_span(
+    make_store: Callable[..., RedisTraceStore],
+) -> None:
+    store = make_store()
+    try:
+        await check_filtered_recent(store, NOW)
     finally:
         await store.aclose()
 

@@ -105,6 +105,15 @@ async def test_pushed_records_are_stored_and_queried_over_rpc() -> None:
             assert caught.value.name == "ValueError"
             with pytest.raises(RemoteError):
                 await client.call("recent", 0)
+            # Filtered: the traces with a failed call of calc.add (trace 2's), then any.
+            failed = await client.call("recent", 10, "calc", "add", True)
+            assert [line["trace_id"] for line in failed] == [trace_id(2)]
+            assert await client.call("recent", 10, "calc", "nope") == []
+            assert len(await client.call("recent", 10, None, None, False)) == 2
+            for wrong in ((10, 7), (10, None, ["add"]), (10, None, None, "yes")):
+                with pytest.raises(RemoteError) as caught:
+                    await client.call("recent", *wrong)
+                assert caught.value.name == "ValueError"
     await collector.aclose()  # closing twice is harmless
 
 

@@ -16,6 +16,9 @@ import zmq
 from asyncrun import async_runner
 from loopback import free_ports
 
+from gateway.trace_records import TraceFilter, parse_record
+from gateway.trace_store import MAX_SCANNED, TraceStore
+
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 START_TIMEOUT: Final = 20.0
 TEST_TIMEOUT: Final = 30.0
@@ -142,3 +145,39 @@ class Children:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
+
+
+async def check_filtered_recent(store: TraceStore, now: float) -> None:
+    """What both stores answer to ``recent`` with a filter: the newest traces with a span of
+    the service and method (that failed), found across the Redis store's read chunks, and
+    none beyond the newest MAX_SCANNED traces."""
+    total = MAX_SCANNED + 50
+    records = []
+    for n in range(total):
+        t0 = now - 2 * total + n  # trace n + 1 starts a second after trace n
+        common = {"tid": trace_id(n + 1), "t0": t0, "t1": None, "t2": t0 + 0.01}  # never 0
+        records.append(wire_record(sid=span_id(1), svc="calc", m="add", **common))
+        if n % 50 == 0 and n > 0:
+            records.append(wire_record(sid=span_id(2), svc="shop", m="buy", out="error", **common))
+        if n == 0:  # beyond the newest MAX_SCANNED: never found
+            records.append(wire_record(sid=span_id(3), svc="old", m="thing", **common))
+        if n == total - 10:
+            http = {"side": "http", "svc": "http", "m": "GET /x"}
+            records.append(wire_record(sid=span_id(4), **http, **common))
+    parsed = [parse_record(record) for record in records]
+    assert await store.add([record for record in parsed if record is not None]) == len(records)
+
+    async def listed(limit: int, where: TraceFilter) -> list[int]:
+        return [int(line["trace_id"], 16) - 1 for line in await store.recent(limit, where)]
+
+    newest_buys = [total - 50 - 50 * k for k in range(5)]  # 1000, 950, ...
+    assert await listed(5, TraceFilter("shop", "buy")) == newest_buys
+    assert await listed(2, TraceFilter("shop", "buy", failed=True)) == newest_buys[:2]
+    assert await listed(5, TraceFilter(failed=True)) == newest_buys
+    assert await listed(5, TraceFilter("calc", "add", failed=True)) == []
+    assert await listed(3, TraceFilter(method="add")) == [total - 1, total - 2, total - 3]
+    assert await listed(3, TraceFilter("calc", "buy")) == []  # both on the same span
+    assert await listed(3, TraceFilter("http", "GET /x")) == [total - 10]
+    assert await listed(3, TraceFilter("old")) == []
+    (line,) = await store.recent(1, TraceFilter("shop"))
+    assert (line["spans"], line["errors"]) == (2, 1)

@@ -16,6 +16,7 @@ from loopback import free_port
 from served import ServedApp
 from views_support import TRACE_ID, three_level_trace, views_app
 
+from gateway.trace_records import TraceFilter
 from gateway.trace_views import (
     COLLECTOR_SERVICE,
     CollectorSource,
@@ -34,13 +35,21 @@ class StubCollector:
 
     def __init__(self) -> None:
         self.contexts: list[TraceContext | None] = []
+        self.filters: list[tuple[str | None, str | None, bool]] = []
 
     async def trace(self, trace_id: str) -> list[dict[str, Any]]:
         self.contexts.append(current_trace.get())
         return three_level_trace() if trace_id == TRACE_ID else []
 
-    async def recent(self, limit: int = 50) -> list[Any]:
+    async def recent(
+        self,
+        limit: int = 50,
+        service: str | None = None,
+        method: str | None = None,
+        failed: bool = False,
+    ) -> list[Any]:
         self.contexts.append(current_trace.get())
+        self.filters.append((service, method, failed))
         entry = {"trace_id": bytes.fromhex(TRACE_ID), "start": 1.0, "duration": 0.05}
         return [entry, "junk"][:limit]  # what is not a map is dropped
 
@@ -102,12 +111,14 @@ def test_queries_and_no_trace_context() -> None:
                 assert await source.recent(5) == [
                     {"trace_id": bytes.fromhex(TRACE_ID), "start": 1.0, "duration": 0.05}
                 ]
+                assert len(await source.recent(5, TraceFilter("calc", "add", failed=True))) == 1
+                assert stub.filters == [(None, None, False), ("calc", "add", True)]
                 assert (await source.stats())["calc"]["add"]["count"] == 3
                 assert (await source.stats(7))["calc"]["add"]["count"] == 7
                 assert current_trace.get() is not None  # ours is left as it was
             finally:
                 current_trace.reset(token)
-            assert stub.contexts == [None, None, None]
+            assert stub.contexts == [None, None, None, None]
         finally:
             await source.aclose()
             await source.aclose()  # twice is harmless

@@ -21,6 +21,7 @@ from views_support import (
     views_app,
 )
 
+from gateway.trace_records import TraceFilter
 from gateway.trace_views import PAGE_CSP, RateHistory, prefers_html, render_stats
 
 BROWSER: Final = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -219,6 +220,28 @@ def test_recent_traces_page(http: httpx.Client, source: FakeSource) -> None:
         assert "50 ms" in page
 
 
+def test_recent_traces_of_one_method(http: httpx.Client, source: FakeSource) -> None:
+    page = http.get("/traces?service=calc&method=add&failed=1").text
+    assert source.queries[-1] == ("recent", (50, TraceFilter("calc", "add", failed=True)))
+    assert "Traces with a failed call of calc.add" in page
+    assert '<a href="traces">all traces</a>' in page
+    assert 'href="traces?format=json&amp;service=calc&amp;method=add&amp;failed=1"' in page
+    assert "None of the newest 1000 traces has a failed call of calc.add." in page
+    source.recent_traces = recent_entries()
+    answer = http.get("/traces?service=calc&limit=3&format=json")
+    assert len(answer.json()["traces"]) == 2
+    assert source.queries[-1] == ("recent", (3, TraceFilter("calc")))
+    assert "Traces with a call of &lt;b&gt;" in http.get("/traces?service=<b>").text
+    http.get("/traces?failed=true&format=json")
+    assert source.queries[-1] == ("recent", (50, TraceFilter(failed=True)))
+    http.get("/traces?service=&method=&failed=0&format=json")  # empty: no filter
+    assert source.queries[-1] == ("recent", 50)
+    asked = len(source.queries)
+    for bad in ("failed=maybe", "failed=2", f"service={'s' * 201}", f"method={'m' * 201}"):
+        problem(http.get(f"/traces?{bad}"), 400, "invalid_argument")
+    assert len(source.queries) == asked  # a bad filter never reaches the source
+
+
 # -- statistics --------------------------------------------------------------------------------
 
 BOUNDS: Final = [0.001, 0.005, 0.025, None]  # the collector's bounds are longer; same shape
@@ -268,7 +291,10 @@ def test_stats_page(http: httpx.Client, source: FakeSource) -> None:
     assert '<meta http-equiv="refresh" content="5">' in page
     assert page.count("<tr") == 4  # the header and three methods
     assert 'data-service="calc" data-method="add"' in page
-    assert "calc.add</td><td>server</td>" in page
+    # Each method links to its recent traces, and its errors to the failed ones.
+    assert '<a href="traces?service=calc&amp;method=add">calc.add</a></td><td>server</td>' in page
+    assert '<a href="traces?service=calc&amp;method=div&amp;failed=1">2</a>' in page
+    assert 'href="traces?service=%3Cb%3E&amp;method=%3Ci%3E"' in page
     assert "12.5/s" in page
     assert page.count('class="sparkline"') == 3
     assert page.count('class="percentiles"') == 3

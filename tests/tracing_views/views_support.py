@@ -13,6 +13,8 @@ from starlette.applications import Starlette
 from gateway.access_log import NoAccessLog
 from gateway.metrics import Metrics
 from gateway.observe import Observed
+from gateway.trace_records import TraceFilter
+from gateway.trace_store import EVERY_TRACE
 from gateway.trace_views import DEFAULT_LIMIT, SourceUnavailable, TraceSource, trace_routes
 
 TRACE_ID: Final = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -114,8 +116,12 @@ class FakeSource:
         self._check("trace", trace_id)
         return self.traces.get(trace_id, [])
 
-    async def recent(self, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
-        self._check("recent", limit)
+    async def recent(
+        self, limit: int = DEFAULT_LIMIT, where: TraceFilter = EVERY_TRACE
+    ) -> list[dict[str, Any]]:
+        """The fixed answer (unfiltered: the real filtering is the stores' own, tested there);
+        ``queries`` shows the filter asked for, when there is one."""
+        self._check("recent", (limit, where) if where else limit)
         return self.recent_traces[:limit]
 
     async def stats(self, minutes: int | None = None) -> dict[str, Any]:
