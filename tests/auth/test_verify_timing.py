@@ -31,10 +31,11 @@ MAX_COLD_MEDIAN_NS = 5_000_000  # bounded time: a store lookup is far below 5 ms
 MAX_WARM_MEDIAN_NS = 500_000
 
 
-def near_miss(token: str, position: int) -> str:
-    """``token`` with one random character changed and its checksum fixed to match."""
+def near_miss(token: str, position: int, shift: int = 1) -> str:
+    """``token`` with the character at ``position`` moved ``shift`` places along the alphabet
+    (1 to 61: never itself) and its checksum fixed to match."""
     body = list(token[len(tokens.PREFIX) : len(tokens.PREFIX) + tokens.RANDOM_LENGTH])
-    body[position] = tokens.ALPHABET[(tokens.ALPHABET.index(body[position]) + 1) % 62]
+    body[position] = tokens.ALPHABET[(tokens.ALPHABET.index(body[position]) + shift) % 62]
     random_part = "".join(body)
     return tokens.PREFIX + random_part + tokens.checksum(random_part)
 
@@ -65,20 +66,27 @@ async def test_near_and_far_misses_take_the_same_time(tmp_path: Path) -> None:
         for number in range(200):  # a store of realistic size, not a single row
             await issue_token(store, keyed, name=f"t{number}", scopes=["calc:*"], now=time.time())
         real = await issue_token(store, keyed, name="real", scopes=["calc:*"], now=time.time())
-        # Near misses differ from the real token in one character, at the start, the middle
-        # or the end of the random part; far misses are fresh random tokens.
-        positions = [0, tokens.RANDOM_LENGTH // 2, tokens.RANDOM_LENGTH - 1]
-        near = [near_miss(real.token, positions[n % 3]) for n in range(TRIES)]
+        # Near misses differ from the real token in one character, anywhere in its random
+        # part; far misses are fresh random tokens. All distinct: the store looks each one up
+        # afresh (a few keys asked over and over would stay in the CPU's caches, and answer
+        # faster for that alone).
+        length = tokens.RANDOM_LENGTH
+        near = [near_miss(real.token, n % length, 1 + n // length) for n in range(TRIES)]
         far = [tokens.generate() for _ in range(TRIES)]
+        assert len(set(near)) == len(set(far)) == TRIES
 
         cold = TokenVerifier(store, keyed, cache_ttl=0.0)
         await median_times(cold, near[:100], far[:100])  # warm up threads and page cache
         cold_near, cold_far = await median_times(cold, near, far)
 
+        # Warm: three of each kind (at the start, the middle and the end), each asked over
+        # and over from the cache.
         warm = TokenVerifier(store, keyed)
-        distinct_near, distinct_far = sorted(set(near)), far[:3]
-        await median_times(warm, distinct_near, distinct_far)  # now all cached
-        warm_near, warm_far = await median_times(warm, near, distinct_far * (TRIES // 3))
+        few_near = [near_miss(real.token, at) for at in (0, length // 2, length - 1)]
+        few_far = far[:3]
+        await median_times(warm, few_near, few_far)  # now all cached
+        repeats = TRIES // 3
+        warm_near, warm_far = await median_times(warm, few_near * repeats, few_far * repeats)
 
     print(
         f"\nverify() of a wrong token, median of {TRIES} each: cold (SQLite) near "
