@@ -19,6 +19,9 @@ against the raw path; and the token's id and name ride in every RPC header it ca
 (``RequestInfo.metadata``, given to each call), the credential never does. One warning line
 per refused request names the reason, the token's display prefix, the address and the trace
 id.
+
+The trace views (``/traces``, ``/stats``) show the calls of every service, other callers'
+included, so they need an operator's token: one of scope ``*:*`` (``authorize_operator``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ DOCS_DATA: Final = ("/openapi.json", "/redoc")
 # Failed authentications allowed per client address: a burst, then this rate.
 FAILURE_RATE: Final = 1.0  # per second
 FAILURE_BURST: Final = 20
+# The scope that makes a token an operator's: it may read the trace views.
+OPERATOR_SCOPE: Final = "*:*"
 METADATA_ID: Final = "zerogate_token_id"
 METADATA_NAME: Final = "zerogate_token_name"
 _CALLER_CACHE: Final = 10_000
@@ -114,6 +119,20 @@ def authorize(info: RequestInfo, service: str, method: str) -> None:
             code=PERMISSION_DENIED,
             headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
             rpc={"service": service, "method": method},
+        )
+
+
+def authorize_operator(info: RequestInfo, what: str) -> None:
+    """403 unless the request's token (if auth is on) is an operator's (scope ``*:*``):
+    ``what`` (traces, statistics) shows every service's calls, those of other callers too, so
+    a token that may call only some methods must not read it."""
+    token = info.token
+    if token is not None and OPERATOR_SCOPE not in token.scopes:
+        raise Problem(
+            403,
+            f"the token {token.name!r} may not read {what}: that needs the scope {OPERATOR_SCOPE}",
+            code=PERMISSION_DENIED,
+            headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
         )
 
 

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from auth.gate import authorize_operator
 from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired, current_trace
 from rpccore.aio import Client
 from rpccore.tracing import untraced
@@ -198,17 +199,19 @@ def trace_routes(source: TraceSource, *, refresh: int = STATS_REFRESH) -> list[B
     """The routes of the trace and statistics views, reading ``source``."""
     views = TraceViews(source, refresh=refresh)
     return [
-        Route("/traces", _answering(views.traces), methods=["GET"]),
-        Route("/traces/{trace_id}", _answering(views.trace), methods=["GET"]),
-        Route("/stats", _answering(views.stats), methods=["GET"]),
+        Route("/traces", _answering(views.traces, "traces"), methods=["GET"]),
+        Route("/traces/{trace_id}", _answering(views.trace, "traces"), methods=["GET"]),
+        Route("/stats", _answering(views.stats, "statistics"), methods=["GET"]),
     ]
 
 
-def _answering(endpoint: Endpoint) -> Endpoint:
-    """Problems and source failures become problem documents, in this one place."""
+def _answering(endpoint: Endpoint, what: str) -> Endpoint:
+    """Only for an operator, when auth is on (``what`` the view shows); problems and source
+    failures become problem documents, in this one place."""
 
     async def answer(request: Request) -> Response:
         try:
+            authorize_operator(request_info(request.scope), what)
             return await endpoint(request)
         except (Problem, SourceError) as exc:
             return problem_response(_problem(exc), request_info(request.scope))

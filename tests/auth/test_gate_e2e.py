@@ -36,6 +36,7 @@ import pytest
 from gate_support import (
     REPO,
     AuthSetup,
+    Children,
     Gateway,
     Issued,
     LedgerBackend,
@@ -291,6 +292,37 @@ def test_public_paths_are_open_and_nothing_else(gateway: Gateway, reader: Issued
         assert http.get("/openapi.json").json()["openapi"].startswith("3.1")
         assert_refused(http.get("/metrics"), 401)
         assert http.get("/metrics", headers=bearer(reader.token)).status_code == 200
+
+
+def test_the_trace_views_need_an_operators_token(
+    sqlite_setup: AuthSetup, children: Children
+) -> None:
+    """They show every service's calls, other callers' too: a token that may call only some
+    methods gets a 403, an operator's (``*:*``) reads them."""
+    records, queries = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    argv = ("-m", "gateway.collector", "--bind", records, "--query", queries)
+    collector = children.start(*argv, name="collector")
+    deadline = time.monotonic() + 20
+    while "records on" not in children.log_of("collector"):
+        assert collector.poll() is None, children.log_of("collector")
+        assert time.monotonic() < deadline, "the collector did not start"
+        time.sleep(0.05)
+    caller = sqlite_setup.issue("caller", "shop:*", "admin:*")  # every method, one by one
+    operator = sqlite_setup.issue("operator", "*:*")
+    config = sqlite_setup.config() + f"tracing: {{query: '{queries}'}}\n"
+    views = ("/traces", "/traces?service=shop&failed=1", f"/traces/{'ab' * 16}", "/stats")
+    with Gateway(config) as gateway, client(gateway) as http:
+        for path in views:
+            assert_refused(http.get(path), 401)
+            problem = assert_refused(
+                http.get(path, headers=bearer(caller.token)), 403, "insufficient_scope"
+            )
+            assert "needs the scope *:*" in problem["detail"], problem
+        as_operator = bearer(operator.token) | {"Accept": "application/json"}
+        assert http.get("/traces", headers=as_operator).json() == {"traces": []}
+        assert http.get("/stats", headers=as_operator).json() == {}
+        assert_problem(http.get(f"/traces/{'ab' * 16}", headers=as_operator), 404, "not_found")
+        assert http.get("/rpc/shop", headers=bearer(caller.token)).status_code == 200
 
 
 def test_docs_token_keeps_the_description_behind_a_token(sqlite_setup: AuthSetup) -> None:
