@@ -407,11 +407,13 @@ svg .spark{fill:none;stroke:#2563eb;stroke-width:1.5}
 svg.percentiles text{font-size:10px}
 svg .pct{fill:#93c5fd}svg .pct.p90{fill:#3b82f6}svg .pct.p99{fill:#1e40af}
 svg .hist{fill:#6366f1}
+form.filter{display:flex;gap:.8em;align-items:center;flex-wrap:wrap;margin:.5em 0}
+form.filter input[type=text]{font:inherit;padding:.15em .35em;width:12em}
 """
 _STYLE_HASH: Final = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 PAGE_CSP: Final = (
     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
@@ -482,9 +484,24 @@ def render_traces(recent: Sequence[Mapping[str, Any]], where: TraceFilter = EVER
         query = "&amp;" + _t(_filter_query(where))
     body = (
         f'<h1>Recent traces</h1>{chosen}<p class="summary"><a href="stats">statistics</a> · '
-        f'<a href="traces?format=json{query}">JSON</a></p>{table}'
+        f'<a href="traces?format=json{query}">JSON</a></p>{_filter_form(where)}{table}'
     )
     return _document("Recent traces", body)
+
+
+def _filter_form(where: TraceFilter) -> str:
+    """The form that asks this page for a filter (a plain GET: no script); empty fields ask
+    for none."""
+    checked = " checked" if where.failed else ""
+    return (
+        '<form class="filter" method="get" action="traces">'
+        f'<label>service <input type="text" name="service" value="{_t(where.service or "")}">'
+        "</label>"
+        f'<label>method <input type="text" name="method" value="{_t(where.method or "")}">'
+        "</label>"
+        f'<label><input type="checkbox" name="failed" value="1"{checked}> failed only</label>'
+        "<button>Show</button></form>"
+    )
 
 
 def _chosen(where: TraceFilter) -> str:

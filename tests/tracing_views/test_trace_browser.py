@@ -36,6 +36,8 @@ from views_support import (
     views_app,
 )
 
+from gateway.trace_records import TraceFilter
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Route
 
@@ -212,3 +214,34 @@ def test_stats_page_draws_charts_and_reloads(browser: BrowserContext, source: Fa
             page.wait_for_timeout(200)
         page.wait_for_selector("svg.sparkline")
         watch.check()
+
+
+@pytest.mark.slow
+def test_statistics_link_to_a_methods_traces_and_the_form_chooses_others(
+    browser: BrowserContext, source: FakeSource
+) -> None:
+    with ServedApp(views_app(source, refresh=60)) as served:
+        watch = Watch(browser, served.url)
+        page = watch.page(browser)
+        page.goto(f"{served.url}/stats")
+        page.click('tr.failed a[href="traces?service=c&method=fail&failed=1"]')  # its errors
+        page.wait_for_url(f"{served.url}/traces?service=c&method=fail&failed=1")
+        assert "Traces with a failed call of c.fail" in page.locator("body").inner_text()
+        assert source.queries[-1] == ("recent", (50, TraceFilter("c", "fail", failed=True)))
+        # The form holds that filter; another one is asked with it, no script needed.
+        assert page.input_value('input[name="service"]') == "c"
+        assert page.is_checked('input[name="failed"]')
+        page.fill('input[name="service"]', "a")
+        page.fill('input[name="method"]', "run")
+        page.uncheck('input[name="failed"]')
+        page.click("form.filter button")
+        page.wait_for_url(f"{served.url}/traces?service=a&method=run")
+        assert source.queries[-1] == ("recent", (50, TraceFilter("a", "run")))
+        assert page.locator("tbody tr").count() == 1
+        screenshot(page, "traces-filtered.png")
+        page.fill('input[name="service"]', "")
+        page.fill('input[name="method"]', "")
+        page.click("form.filter button")  # empty fields: every trace
+        page.wait_for_url(f"{served.url}/traces?service=&method=")
+        assert source.queries[-1] == ("recent", 50)
+        watch.check()  # nothing off the server, no policy violation (form-action 'self')

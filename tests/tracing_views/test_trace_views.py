@@ -227,11 +227,15 @@ def test_recent_traces_of_one_method(http: httpx.Client, source: FakeSource) -> 
     assert '<a href="traces">all traces</a>' in page
     assert 'href="traces?format=json&amp;service=calc&amp;method=add&amp;failed=1"' in page
     assert "None of the newest 1000 traces has a failed call of calc.add." in page
+    assert '<input type="text" name="service" value="calc">' in page  # the form holds it
+    assert '<input type="checkbox" name="failed" value="1" checked>' in page
     source.recent_traces = recent_entries()
     answer = http.get("/traces?service=calc&limit=3&format=json")
     assert len(answer.json()["traces"]) == 2
     assert source.queries[-1] == ("recent", (3, TraceFilter("calc")))
-    assert "Traces with a call of &lt;b&gt;" in http.get("/traces?service=<b>").text
+    page = http.get("/traces?service=<b>").text
+    assert "Traces with a call of &lt;b&gt;" in page
+    assert 'name="service" value="&lt;b&gt;"' in page
     http.get("/traces?failed=true&format=json")
     assert source.queries[-1] == ("recent", (50, TraceFilter(failed=True)))
     http.get("/traces?service=&method=&failed=0&format=json")  # empty: no filter
