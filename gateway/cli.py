@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+DESCRIPTION: Final = (
+    "zerogate: an HTTP gateway in front of ZeroRPC services, and the tools around it."
+)
 DEMO_PORT = 8080
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -77,14 +80,14 @@ def _pass_through(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zerogate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="zerogate", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
         help="demo services on loopback with the gateway in front; prints what to try",
-        description="Start two demo RPC services (one on gevent, one on asyncio) on loopback "
-        "and the gateway in front of them on 127.0.0.1:PORT, then print URLs and curl lines "
-        "to try. Ctrl-C stops everything.",
+        description="Start two demo RPC services (one on gevent, one on asyncio) on loopback, "
+        "a trace collector, and the gateway in front of them on 127.0.0.1:PORT, then print "
+        "URLs and curl lines to try. Ctrl-C stops everything.",
     )
     demo.add_argument(
         "--port", type=_port, default=DEMO_PORT, help=f"the gateway's port (default {DEMO_PORT})"

@@ -311,6 +311,18 @@ def test_help_imports_neither_gevent_nor_the_server() -> None:
     assert done.stdout.splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [[], ["demo"], ["serve"], ["rpc"], ["token"], ["keys"], ["collector"], ["hub"], ["openapi"]],
+)
+def test_help_is_plain_text(command: list[str]) -> None:
+    """What a user reads in a terminal: no markup of our docstrings (``code``) leaks into it."""
+    done = run_zerogate(*command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage: zerogate" in done.stdout
+    assert "``" not in done.stdout, done.stdout
+
+
 # -- serving -------------------------------------------------------------------------------
 
 
