@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from redis_support import RedisServer
 from tracing_support import check_filtered_recent, run_async, span_id, trace_id, wire_record
 
+from gateway import trace_store
 from gateway.config import RedisStore, TracingConfig
-from gateway.trace_records import MAX_PACKED_BYTES, Record, parse_record
+from gateway.trace_records import MAX_PACKED_BYTES, Record, TraceFilter, parse_record
 from gateway.trace_store import RedisTraceStore, StoreUnavailable, store_from_config
 
 NOW = time.time()
@@ -97,6 +98,32 @@ async def test_recent_with_a_filter_lists_the_newest_traces_with_such_a_span(
     store = make_store()
     try:
         await check_filtered_recent(store, NOW)
+    finally:
+        await store.aclose()
+
+
+@run_async
+async def test_a_filter_reads_at_most_max_scanned_records(
+    make_store: Callable[..., RedisTraceStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big traces: the scan stops once it has read its budget of records, whatever is left."""
+    store = make_store(max_spans=50)
+    try:
+        batch = []
+        for n in range(1, 31):  # 30 traces of 50 records, trace 30 the newest
+            for k in range(1, 51):
+                method = {(1, 1): "rare", (29, 1): "recent"}.get((n, k), "add")
+                batch.append(record(n, k, start=NOW - 100 + n, m=method))
+        assert await store.add(batch) == 1500
+
+        async def found(method: str) -> list[str]:
+            lines = await store.recent(5, TraceFilter(method=method))
+            return [line["trace_id"] for line in lines]
+
+        assert await found("rare") == [trace_id(1)]  # 1,500 records: within the budget
+        monkeypatch.setattr(trace_store, "MAX_SCANNED_RECORDS", 400)  # the newest 8 traces
+        assert await found("recent") == [trace_id(29)]
+        assert await found("rare") == []
     finally:
         await store.aclose()
 
