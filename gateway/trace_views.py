@@ -43,6 +43,7 @@ from rpccore import LostRemote, RemoteError, RPCError, TimeoutExpired, current_t
 from rpccore.aio import Client
 from rpccore.tracing import untraced
 
+from .args import query_value
 from .observe import request_info
 from .payloads import JSON, ResultFormat, encode_result
 from .problems import NOT_FOUND, UNAVAILABLE, Problem, invalid_argument, unavailable
@@ -271,17 +272,15 @@ class TraceViews:
         return _json(stats)
 
 
-_YES_NO: Final = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
 def _trace_filter(params: Mapping[str, str]) -> TraceFilter:
-    """``?service=&method=&failed=`` as a filter; an empty service or method is none."""
-    failed = _YES_NO.get(params.get("failed", "0").lower())
-    if failed is None:
+    """``?service=&method=&failed=`` as a filter; an empty service or method is none.
+    ``failed`` is read as every query value is (``query_value``: 1, 0, true, false)."""
+    failed = query_value(params.get("failed", "0"))
+    if not isinstance(failed, int) or failed not in (0, 1):  # bool is an int
         raise invalid_argument("failed is 1 or 0 (true or false)")
     try:
         return TraceFilter.checked(
-            params.get("service") or None, params.get("method") or None, failed
+            params.get("service") or None, params.get("method") or None, bool(failed)
         )
     except ValueError as exc:
         raise invalid_argument(str(exc)) from None
@@ -504,18 +503,21 @@ def _filter_form(where: TraceFilter) -> str:
     )
 
 
-def _chosen(where: TraceFilter) -> str:
-    """What a filter shows, in words: "with a failed call of calc.add"."""
+def _wanted(where: TraceFilter) -> str:
+    """What a filter asks for, in words: "a failed call of calc.add"."""
     name = ".".join(part for part in (where.service, where.method) if part is not None)
     call = "a failed call" if where.failed else "a call"
-    return f"Traces with {call} of {name}" if name else f"Traces with {call}"
+    return f"{call} of {name}" if name else call
+
+
+def _chosen(where: TraceFilter) -> str:
+    return f"Traces with {_wanted(where)}"
 
 
 def _no_traces(where: TraceFilter) -> str:
     if not where:
         return "No traces yet."
-    wanted = _chosen(where).removeprefix("Traces with ")
-    return f"None of the newest {MAX_SCANNED} traces has {wanted}."
+    return f"None of the newest {MAX_SCANNED} traces has {_wanted(where)}."
 
 
 def _filter_query(where: TraceFilter) -> str:
