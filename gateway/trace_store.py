@@ -79,8 +79,8 @@ WINDOW: Final = 60  # seconds per statistics window
 WINDOWS: Final = 60  # windows kept: statistics over at most the last hour
 MAX_RECENT: Final = 1000  # traces one recent() call lists at most
 # The newest traces a filtered recent() looks through (a bound on the work of one query);
-# Redis reads them in chunks of at most SCAN_CHUNK, and stops once it has found enough, or
-# has read MAX_SCANNED_RECORDS records (big traces: each record costs a decode).
+# Redis reads them in chunks of at most SCAN_CHUNK traces, and stops once it has found
+# enough, or has read MAX_SCANNED_RECORDS records (big traces: each record costs a decode).
 MAX_SCANNED: Final = 1000
 SCAN_CHUNK: Final = 100
 MAX_SCANNED_RECORDS: Final = 20_000
@@ -472,25 +472,22 @@ class RedisTraceStore:
         tids = [_text(member) for member in members]
         summaries: list[dict[str, Any]] = []
         gone: list[str] = []
-        # Unfiltered: the newest ``limit`` at once. Filtered: chunks, the next one sized by
-        # the records per trace so far, until enough match or MAX_SCANNED_RECORDS were read
-        # (a trace holds up to max_spans records, and each costs the collector to decode).
-        budget = MAX_SCANNED_RECORDS
-        size = max(1, min(SCAN_CHUNK, budget // self.max_spans)) if where else limit
-        start = 0
-        while start < len(tids) and len(summaries) < limit and budget > 0:
-            part = tids[start : start + size]
-            start += len(part)
+        # Unfiltered: the newest ``limit`` at once. Filtered: in chunks of traces that cannot
+        # hold more than MAX_SCANNED_RECORDS records (max_spans each, and each record costs
+        # the collector a decode), until enough match or that many records were read.
+        chunk = max(1, min(SCAN_CHUNK, MAX_SCANNED_RECORDS // self.max_spans)) if where else limit
+        read = 0
+        for start in range(0, len(tids), chunk):
+            if len(summaries) >= limit or read >= MAX_SCANNED_RECORDS:
+                break
+            part = tids[start : start + chunk]
             traces = await self._read(part)
+            read += sum(map(len, traces))
             for tid, records in zip(part, traces, strict=True):
                 if not records:
                     gone.append(tid)  # expired: its list went before its entry was trimmed
                 elif where.matches(records):
                     summaries.append(summarize(tid, records))
-            if where:
-                read = sum(map(len, traces))
-                budget -= read
-                size = max(1, min(SCAN_CHUNK, budget // max(1, read // len(part))))
         if gone:
             await self._redis.zrem(self.recent_key, *gone)
         return summaries[:limit]
