@@ -61,8 +61,14 @@ parent (PR_SET_PDEATHSIG) if the parent is killed.
 ``$ZEROGATE_COLLECTOR`` set, so each process emits one trace record per call and ships
 them) and the real collector storing them in a real Redis (``_collector``: both at idle
 CPU priority, so that they take the time the pairs leave, as on a host of their own); it
-prints the calls/s with tracing on over off, measured in the same round, for seq and
-inflight: the target is >= 0.85 (tracing costs at most 15%). It also prints the records
+prints the calls/s with tracing on over off for seq and inflight: the target is >= 0.85
+(tracing costs at most 15%). A traced pair and its untraced twin are measured in turns, in
+eight slices of a quarter of the duration each (``TURNS``: off, on, on, off, on, off, off,
+on; the reverse in odd rounds), and the collector is left to store every record before an
+untraced turn: on a shared host calls/s drift by 20% over seconds, and compared with the
+twin's own turn in the rotation, seconds away, a round's ratio had a standard deviation of
+0.10 to 0.20 within a run, where in turns it has 0.04 to 0.07 (25 rounds, 2026-11-29).
+Each traced pair's calls/s in the tables are its turns'. It also prints the records
 the collector stored per traced call (2, client and server, when it kept up; the senders
 drop what it could not take, without waiting), and the CPU time the collector and Redis
 spent per record stored: time the two cores could not give the pair. Needs
@@ -153,7 +159,15 @@ TRACED_PAIRS: Final = (
     Pair("aio+t", "green+t", "aio+t", ("seq", "inflight")),
 )
 TRACING_TARGET: Final = 0.85  # calls/s with tracing on over off
-COLLECTOR_SETTLE: Final = 0.5  # seconds for the last records to reach Redis
+# The turns of a traced pair (B) and its untraced twin (A), or the reverse in odd rounds:
+# drift that is linear, or quadratic, in time over them weighs on both alike.
+TURNS: Final = "ABBABAAB"
+SUMMED: Final = ("n", "elapsed", "server_cpu", "client_cpu")  # a traced measurement's sums
+# A traced measurement waits until the collector and Redis are idle (their CPU time grew by
+# less than SETTLE_IDLE in SETTLE_POLL seconds), SETTLE_LIMIT seconds at most.
+SETTLE_POLL: Final = 0.05
+SETTLE_IDLE: Final = 0.001
+SETTLE_LIMIT: Final = 5.0
 OURS: Final = ("green", "aio")  # the pairs the targets apply to
 EXTRA: Final = ("aio-aio", "raw")  # informative: dropped for the rest of the run if they fail
 # Every call's timeout (to its first reply): a stalled measurement fails in seconds, not 30.
@@ -809,6 +823,60 @@ def timed_request(
     return result
 
 
+def settle(stack: CollectorStack) -> None:
+    """Wait until the collector and Redis are idle: every record sent is stored."""
+    deadline = time.monotonic() + SETTLE_LIMIT
+    used = store_cpu_seconds(stack)
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_POLL)
+        used, before = store_cpu_seconds(stack), used
+        if used - before < SETTLE_IDLE:
+            return
+
+
+def untraced_twin(pair: Pair) -> Pair:
+    """The pair a traced pair (``green+t``) is compared with (``green``)."""
+    key = pair.key.removesuffix("+t")
+    return next(p for p in PAIRS if p.key == key)
+
+
+def measure_traced(
+    setup: Setup, children: dict[str, Child], pair: Pair, metric: str, number: int
+) -> dict[str, Any]:
+    """One measurement of a traced pair and one of its untraced twin, taken in TURNS (see
+    the module doc): the host's drift over those seconds weighs on both alike. The result
+    is the traced turns' sums, with ``off_rate`` (the twin's calls/s over its turns), the
+    records the collector stored per traced call, and its and Redis's CPU per record."""
+    twin, collector = untraced_twin(pair), setup.collector
+    assert collector is not None
+    first, second = (twin, pair) if number % 2 == 0 else (pair, twin)
+    turns = [first if turn == "A" else second for turn in TURNS]
+    cmd = {**command(setup, metric), "duration": setup.duration * 2 / len(TURNS)}
+    settle(collector)
+    stored, store_cpu = collector.info()["stored"], store_cpu_seconds(collector)
+    sums = {key: dict.fromkeys(SUMMED, 0.0) for key in (pair.key, twin.key)}
+    for turn in turns:
+        if turn is twin:
+            # The records of the traced turn before it are stored first: the store's
+            # work would otherwise slow this untraced turn, and flatter the ratio.
+            settle(collector)
+        server, client = children[f"server-{turn.server}"], children[turn.key]
+        result = timed_request(server, client, cmd, timeout=setup.duration + 60)
+        for name in SUMMED:
+            sums[turn.key][name] += result[name]
+    settle(collector)
+    records = collector.info()["stored"] - stored
+    on, off = sums[pair.key], sums[twin.key]
+    store_us = (store_cpu_seconds(collector) - store_cpu) * 1e6
+    return {
+        **on,
+        "ok": True,
+        "off_rate": off["n"] / off["elapsed"],
+        "stored_per_call": records / max(on["n"], 1),
+        "store_us_per_record": store_us / max(records, 1),
+    }
+
+
 # -- memory ---------------------------------------------------------------------------
 
 
@@ -872,22 +940,16 @@ def run_round(setup: Setup, metrics: Sequence[str], number: int) -> tuple[Values
                 for pair in rotate([p for p in pairs if metric in p.metrics], number):
                     if pair.key in setup.dropped:
                         continue
-                    traced = setup.collector if pair.key.endswith("+t") else None
                     try:
-                        stored = traced.info()["stored"] if traced is not None else 0
-                        store_cpu = store_cpu_seconds(traced)
-                        result = timed_request(
-                            children[f"server-{pair.server}"],
-                            children[pair.key],
-                            command(setup, metric),
-                            timeout=setup.duration + 60,
-                        )
-                        if traced is not None:
-                            time.sleep(COLLECTOR_SETTLE)
-                            records = traced.info()["stored"] - stored
-                            result["stored_per_call"] = records / max(result["n"], 1)
-                            store_us = (store_cpu_seconds(traced) - store_cpu) * 1e6
-                            result["store_us_per_record"] = store_us / max(records, 1)
+                        if pair.key.endswith("+t"):
+                            result = measure_traced(setup, children, pair, metric, number)
+                        else:
+                            result = timed_request(
+                                children[f"server-{pair.server}"],
+                                children[pair.key],
+                                command(setup, metric),
+                                timeout=setup.duration + 60,
+                            )
                     except ChildError as exc:
                         setup.failed(pair, metric, exc)
                         values[metric][pair.key] = None
@@ -934,7 +996,7 @@ def ratio(values: dict[str, float | None], key: str) -> float | None:
     return ours / theirs
 
 
-def print_round(number: int, total: int, values: Values) -> None:
+def print_round(number: int, total: int, values: Values, raw: dict[str, Any]) -> None:
     print(f"round {number + 1}/{total}", flush=True)
     for metric, per_pair in values.items():
         digits = 1 if metric.startswith("mem") else 0
@@ -947,6 +1009,13 @@ def print_round(number: int, total: int, values: Values) -> None:
                 cell += f" ({fmt_ratio(ratio(per_pair, pair.key))})"
             cells.append(cell)
         print(f"  {metric:<10} " + "  ".join(cells), flush=True)
+        turns = [
+            f"{key}: {fmt_ratio(per_pair[key] / result['off_rate'])}"
+            for key, result in raw.get(metric, {}).items()
+            if "off_rate" in result and per_pair.get(key) is not None
+        ]
+        if turns:
+            print(f"  {'':<10} tracing on / off in turns: " + "  ".join(turns), flush=True)
 
 
 def summarize(rounds: list[Values]) -> dict[str, dict[str, Any]]:
@@ -1025,23 +1094,29 @@ def print_table(summary: dict[str, dict[str, Any]], rounds: int, mem_mib: int) -
 def print_tracing(
     summary: dict[str, dict[str, Any]], rounds: list[Values], raws: list[dict[str, Any]]
 ) -> None:
-    """Calls/s with tracing on over off, per round (same round, same machine state)."""
-    print(f"\ntracing on / off (median of per-round ratios), target >= {TRACING_TARGET:g}")
+    """Calls/s with tracing on over off, per round: each traced measurement against its
+    untraced twin's, taken in turns (``measure_traced``)."""
+    print(
+        f"\ntracing on / off (median of per-round ratios; on and off measured in turns),"
+        f" target >= {TRACING_TARGET:g}"
+    )
     for metric in ("seq", "inflight"):
         if metric not in summary:
             continue
         cells = []
         for key in ("green", "aio"):
-            per_round = [
-                (v.get(metric, {}).get(f"{key}+t"), v.get(metric, {}).get(key)) for v in rounds
+            # Each round's traced calls/s over its twin's in the same slices (measure_traced).
+            traced = [
+                (v.get(metric, {}).get(f"{key}+t"), raw.get(metric, {}).get(f"{key}+t", {}))
+                for v, raw in zip(rounds, raws, strict=True)
             ]
-            ratios = [on / off for on, off in per_round if on is not None and off]
-            med = summary[metric]["median"]
+            ratios = [on / result["off_rate"] for on, result in traced if on is not None]
+            off = median(result.get("off_rate") for _, result in traced)
             value = statistics.median(ratios) if ratios else None
             verdict_text = "PASS" if value is not None and value >= TRACING_TARGET else "FAIL"
+            on = summary[metric]["median"].get(key + "+t")
             cells.append(
-                f"{key}: {fmt(med.get(key + '+t'), 0)} on / {fmt(med.get(key), 0)} off = "
-                f"{fmt_ratio(value)} {verdict_text}"
+                f"{key}: {fmt(on, 0)} on / {fmt(off, 0)} off = {fmt_ratio(value)} {verdict_text}"
             )
         print(f"  {TITLES[metric]:<22} " + "   ".join(cells))
         kept, cpu = [], []
@@ -1163,7 +1238,7 @@ def parent_main(args: argparse.Namespace) -> int:
             values, raw = run_round(setup, metrics, number)
             all_values.append(values)
             all_raw.append(raw)
-            print_round(number, rounds, values)
+            print_round(number, rounds, values, raw)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the children", file=sys.stderr)
         return 130
