@@ -24,10 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import Child, ChildError, free_ports
+from _common import Child, ChildError, cpu_seconds, free_ports
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0  # seconds for Redis and the collector to answer
+# settle(): idle once the collector's and Redis's CPU time grew by less than SETTLE_IDLE
+# seconds in SETTLE_POLL seconds; SETTLE_LIMIT seconds at most.
+SETTLE_POLL = 0.05
+SETTLE_IDLE = 0.001
+SETTLE_LIMIT = 5.0
 
 
 def _idle(argv: list[str]) -> list[str]:
@@ -57,6 +62,21 @@ class CollectorStack:
             raise ChildError(f"collector info: {proc.stderr.strip()[-300:]}")
         answer: dict[str, Any] = json.loads(proc.stdout)
         return answer
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the collector and Redis have used."""
+        return cpu_seconds(self.collector.pid) + cpu_seconds(self.redis.pid)
+
+    def settle(self) -> None:
+        """Wait until the collector and Redis are idle: every record sent is stored, and
+        storing them slows no measurement that follows (an untraced one, say)."""
+        deadline = time.monotonic() + SETTLE_LIMIT
+        used = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(SETTLE_POLL)
+            used, before = self.cpu_seconds(), used
+            if used - before < SETTLE_IDLE:
+                return
 
     def stop(self) -> None:
         self.collector.stop()

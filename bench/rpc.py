@@ -163,11 +163,6 @@ TRACING_TARGET: Final = 0.85  # calls/s with tracing on over off
 # drift that is linear, or quadratic, in time over them weighs on both alike.
 TURNS: Final = "ABBABAAB"
 SUMMED: Final = ("n", "elapsed", "server_cpu", "client_cpu")  # a traced measurement's sums
-# A traced measurement waits until the collector and Redis are idle (their CPU time grew by
-# less than SETTLE_IDLE in SETTLE_POLL seconds), SETTLE_LIMIT seconds at most.
-SETTLE_POLL: Final = 0.05
-SETTLE_IDLE: Final = 0.001
-SETTLE_LIMIT: Final = 5.0
 OURS: Final = ("green", "aio")  # the pairs the targets apply to
 EXTRA: Final = ("aio-aio", "raw")  # informative: dropped for the rest of the run if they fail
 # Every call's timeout (to its first reply): a stalled measurement fails in seconds, not 30.
@@ -805,13 +800,6 @@ def command(setup: Setup, metric: str) -> dict[str, Any]:
     }
 
 
-def store_cpu_seconds(stack: CollectorStack | None) -> float:
-    """CPU seconds the collector and Redis have used (0 without them)."""
-    if stack is None:
-        return 0.0
-    return cpu_seconds(stack.collector.pid) + cpu_seconds(stack.redis.pid)
-
-
 def timed_request(
     server: Child, client: Child, cmd: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
@@ -821,17 +809,6 @@ def timed_request(
     result["server_cpu"] = cpu_seconds(server.pid) - before[0]
     result["client_cpu"] = cpu_seconds(client.pid) - before[1]
     return result
-
-
-def settle(stack: CollectorStack) -> None:
-    """Wait until the collector and Redis are idle: every record sent is stored."""
-    deadline = time.monotonic() + SETTLE_LIMIT
-    used = store_cpu_seconds(stack)
-    while time.monotonic() < deadline:
-        time.sleep(SETTLE_POLL)
-        used, before = store_cpu_seconds(stack), used
-        if used - before < SETTLE_IDLE:
-            return
 
 
 def untraced_twin(pair: Pair) -> Pair:
@@ -852,22 +829,22 @@ def measure_traced(
     first, second = (twin, pair) if number % 2 == 0 else (pair, twin)
     turns = [first if turn == "A" else second for turn in TURNS]
     cmd = {**command(setup, metric), "duration": setup.duration * 2 / len(TURNS)}
-    settle(collector)
-    stored, store_cpu = collector.info()["stored"], store_cpu_seconds(collector)
+    collector.settle()
+    stored, store_cpu = collector.info()["stored"], collector.cpu_seconds()
     sums = {key: dict.fromkeys(SUMMED, 0.0) for key in (pair.key, twin.key)}
     for turn in turns:
         if turn is twin:
             # The records of the traced turn before it are stored first: the store's
             # work would otherwise slow this untraced turn, and flatter the ratio.
-            settle(collector)
+            collector.settle()
         server, client = children[f"server-{turn.server}"], children[turn.key]
         result = timed_request(server, client, cmd, timeout=setup.duration + 60)
         for name in SUMMED:
             sums[turn.key][name] += result[name]
-    settle(collector)
+    collector.settle()
     records = collector.info()["stored"] - stored
     on, off = sums[pair.key], sums[twin.key]
-    store_us = (store_cpu_seconds(collector) - store_cpu) * 1e6
+    store_us = (collector.cpu_seconds() - store_cpu) * 1e6
     return {
         **on,
         "ok": True,
