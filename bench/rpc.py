@@ -64,11 +64,13 @@ CPU priority, so that they take the time the pairs leave, as on a host of their 
 prints the calls/s with tracing on over off for seq and inflight: the target is >= 0.85
 (tracing costs at most 15%). A traced pair and its untraced twin are measured in turns, in
 eight slices of a quarter of the duration each (``TURNS``: off, on, on, off, on, off, off,
-on; the reverse in odd rounds), and the collector is left to store every record before an
-untraced turn: on a shared host calls/s drift by 20% over seconds, and compared with the
-twin's own turn in the rotation, seconds away, a round's ratio had a standard deviation of
-0.10 to 0.20 within a run, where in turns it has 0.04 to 0.07 (25 rounds, 2026-11-29).
-Each traced pair's calls/s in the tables are its turns'. It also prints the records
+on; the reverse in odd rounds). The collector is left to store every record before an
+untraced turn, and set to work (``LEAD_IN``) before a traced turn that follows one or comes
+first, as it always works while tracing is on. On a shared host calls/s drift by 20% over
+seconds: compared with the twin's own turn in the rotation, seconds away, a round's ratio
+had a standard deviation of 0.10 to 0.20 within a run, where in turns it has 0.04 to 0.07
+(25 rounds, 2026-11-29). Each traced pair's calls/s in the tables are its turns'. It also
+prints the records
 the collector stored per traced call (2, client and server, when it kept up; the senders
 drop what it could not take, without waiting), and the CPU time the collector and Redis
 spent per record stored: time the two cores could not give the pair. Needs
@@ -163,6 +165,9 @@ TRACING_TARGET: Final = 0.85  # calls/s with tracing on over off
 # drift that is linear, or quadratic, in time over them weighs on both alike.
 TURNS: Final = "ABBABAAB"
 SUMMED: Final = ("n", "elapsed", "server_cpu", "client_cpu")  # a traced measurement's sums
+# Seconds of traced calls, not counted, before a traced turn that follows an untraced one:
+# a sender's pass (0.02 s) and the collector's linger (0.1 s), and some more.
+LEAD_IN: Final = 0.15
 OURS: Final = ("green", "aio")  # the pairs the targets apply to
 EXTRA: Final = ("aio-aio", "raw")  # informative: dropped for the rest of the run if they fail
 # Every call's timeout (to its first reply): a stalled measurement fails in seconds, not 30.
@@ -832,13 +837,19 @@ def measure_traced(
     collector.settle()
     stored, store_cpu = collector.info()["stored"], collector.cpu_seconds()
     sums = {key: dict.fromkeys(SUMMED, 0.0) for key in (pair.key, twin.key)}
+    previous, led_in = None, 0  # led_in: the calls of lead-ins (their records are stored)
     for turn in turns:
+        server, client = children[f"server-{turn.server}"], children[turn.key]
         if turn is twin:
             # The records of the traced turn before it are stored first: the store's
             # work would otherwise slow this untraced turn, and flatter the ratio.
             collector.settle()
-        server, client = children[f"server-{turn.server}"], children[turn.key]
+        elif previous is not turn:
+            # Nor may a traced turn begin with an idle store, as it never is while tracing
+            # is on: calls for LEAD_IN seconds first, not counted, set it to work.
+            led_in += client.request({**cmd, "duration": LEAD_IN}, timeout=60)["n"]
         result = timed_request(server, client, cmd, timeout=setup.duration + 60)
+        previous = turn
         for name in SUMMED:
             sums[turn.key][name] += result[name]
     collector.settle()
@@ -849,7 +860,7 @@ def measure_traced(
         **on,
         "ok": True,
         "off_rate": off["n"] / off["elapsed"],
-        "stored_per_call": records / max(on["n"], 1),
+        "stored_per_call": records / max(on["n"] + led_in, 1),
         "store_us_per_record": store_us / max(records, 1),
     }
 
