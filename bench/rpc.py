@@ -68,14 +68,14 @@ on; the reverse in odd rounds). The collector is left to store every record befo
 untraced turn, and set to work (``LEAD_IN``) before a traced turn that follows one or comes
 first, as it always works while tracing is on. On a shared host calls/s drift by 20% over
 seconds: compared with the twin's own turn in the rotation, seconds away, a round's ratio
-had a standard deviation of 0.10 to 0.20 within a run, where in turns it has 0.04 to 0.07
-(25 rounds, 2026-11-29). Each traced pair's calls/s in the tables are its turns'. It also
-prints the records
-the collector stored per traced call (2, client and server, when it kept up; the senders
-drop what it could not take, without waiting), and the CPU time the collector and Redis
-spent per record stored: time the two cores could not give the pair. Needs
-``redis-server``. ``bench/trace_instructions.py`` measures what tracing costs the traced
-processes alone, in instructions per call, which the host's noise cannot move.
+had a standard deviation within a run of 0.10 to 0.20 on average, where in turns it has
+0.04 to 0.07 (25 rounds, 2026-11-29). Each traced pair's calls/s in the tables are its
+turns'. It also prints the records the collector stored per traced call (2, client and
+server, when it kept up; the senders drop what it could not take, without waiting), and
+the CPU time the collector and Redis spent per record stored: time the two cores could not
+give the pair. Needs ``redis-server``. ``bench/trace_instructions.py`` measures what
+tracing costs the traced processes alone, in instructions per call, which the host's noise
+moves far less.
 
 ``--profile DIR`` runs every child under cProfile and writes ``DIR/<role>-<impl>-<pid>``
 ``.prof`` (servers dump when they are stopped, clients when they quit), then prints the
