@@ -677,14 +677,10 @@ def measure_http(setup: Setup, gateway: Gateway, connections: int) -> dict[str, 
 def measure_in_turns(
     setup: Setup, ours: Gateway, other: Gateway, number: int
 ) -> tuple[dict[str, Any], float]:
-    """(the 64-connection stats of ``other``, ours' req/s), measured in TURNS: a warm-up of
-    both, then eight short wrk runs, the two in turn. Compared with ours' own turn in the
-    rotation, a minute away, auth's ratio moved from 71% to 120% from round to round in one
-    run. The collector is left to store every record before each of ours' turns, so that
-    storing them slows only the traced gateway's, and set to work before each of those that
-    follows one of ours (or comes first). Stats of its turns: requests and duration summed,
-    CPU per request, p50 and p99 the median of the turns', and for traced the records
-    stored per request."""
+    """(the 64-connection stats of ``other``, ours' req/s), measured in TURNS (see the module
+    doc) after a warm-up of both. Stats of its turns: requests and duration summed, CPU per
+    request, p50 and p99 the median of the turns', and for traced the records stored per
+    request."""
     collector = setup.collector if other.name == "traced" else None
     for gateway in (ours, other):
         try:
@@ -711,26 +707,28 @@ def measure_in_turns(
         if gateway is other:
             cpu += cpu_seconds(gateway.pid) - before
         previous = gateway
-    requests = sum(turn["requests"] for turn in turns[other.name])
+    mine = turns[other.name]
+    requests = sum(turn["requests"] for turn in mine)
     stats: dict[str, Any] = {
         "requests": requests,
-        "duration_us": sum(turn["duration_us"] for turn in turns[other.name]),
-        "p50_us": statistics.median(turn["p50_us"] for turn in turns[other.name]),
-        "p99_us": statistics.median(turn["p99_us"] for turn in turns[other.name]),
+        "duration_us": sum(turn["duration_us"] for turn in mine),
+        "rps": overall_rps(mine),
+        "p50_us": statistics.median(turn["p50_us"] for turn in mine),
+        "p99_us": statistics.median(turn["p99_us"] for turn in mine),
         "cpu_us": cpu * 1e6 / requests,
         "turns": turns,
     }
-    stats["rps"] = requests / (stats["duration_us"] / 1e6)
     if collector is not None and stored is not None:
         collector.settle()
         after = stored_records(setup)
         if after is not None:
             stats["stored_per_request"] = (after - stored) / (requests + led_in)
-    ours_turns = turns[ours.name]
-    ours_rps = sum(t["requests"] for t in ours_turns) / (
-        sum(t["duration_us"] for t in ours_turns) / 1e6
-    )
-    return stats, ours_rps
+    return stats, overall_rps(turns[ours.name])
+
+
+def overall_rps(runs: Sequence[dict[str, Any]]) -> float:
+    """Requests per second over several wrk runs together."""
+    return sum(run["requests"] for run in runs) / (sum(run["duration_us"] for run in runs) / 1e6)
 
 
 # -- the NDJSON stream ------------------------------------------------------------------
