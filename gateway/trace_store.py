@@ -33,6 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgpack
@@ -262,8 +263,8 @@ class MemoryTraceStore:
         newest = heapq.nlargest(
             MAX_SCANNED if where else limit, self._traces.items(), key=lambda item: item[1].start
         )
-        matching = [(tid, trace) for tid, trace in newest if where.matches(trace.records)]
-        return [summarize(tid, trace.records) for tid, trace in matching[:limit]]
+        matching = (tid_trace for tid_trace in newest if where.matches(tid_trace[1].records))
+        return [summarize(tid, trace.records) for tid, trace in islice(matching, limit)]
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         minutes = _check_minutes(minutes)

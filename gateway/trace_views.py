@@ -479,7 +479,10 @@ def render_traces(recent: Sequence[Mapping[str, Any]], where: TraceFilter = EVER
     )
     chosen, query = "", ""
     if where:
-        chosen = f'<p class="summary">{_t(_chosen(where))} · <a href="traces">all traces</a></p>'
+        chosen = (
+            f'<p class="summary">Traces with {_t(_wanted(where))} · '
+            '<a href="traces">all traces</a></p>'
+        )
         query = "&amp;" + _t(_filter_query(where))
     body = (
         f'<h1>Recent traces</h1>{chosen}<p class="summary"><a href="stats">statistics</a> · '
@@ -508,10 +511,6 @@ def _wanted(where: TraceFilter) -> str:
     name = ".".join(part for part in (where.service, where.method) if part is not None)
     call = "a failed call" if where.failed else "a call"
     return f"{call} of {name}" if name else call
-
-
-def _chosen(where: TraceFilter) -> str:
-    return f"Traces with {_wanted(where)}"
 
 
 def _no_traces(where: TraceFilter) -> str:
