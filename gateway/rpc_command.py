@@ -252,9 +252,37 @@ def _add_curve_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+KEY_OPTIONS = frozenset({"--curve-server-key", "--curve-secret-key", "--curve-authorized"})
+Z85_KEY_LENGTH = 40
+
+
+def attach_dashed_keys(argv: Sequence[str]) -> list[str]:
+    """Write ``--curve-server-key KEY`` as ``--curve-server-key=KEY`` when KEY begins with ``-``.
+
+    The Z85 alphabet includes ``-``, so one key in 85 begins with it, and argparse would take
+    such a key for an option ("expected one argument"). A 40-character word after a key option
+    is that option's value; no option of ours is that long. Words after ``--`` are parameters.
+    """
+    words = list(argv)
+    joined: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            return joined + words[index:]
+        value = words[index + 1] if index + 1 < len(words) else ""
+        if word in KEY_OPTIONS and value.startswith("-") and len(value) == Z85_KEY_LENGTH:
+            joined.append(f"{word}={value}")
+            index += 2
+        else:
+            joined.append(word)
+            index += 1
+    return joined
+
+
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
-    args = parser.parse_intermixed_args(argv)
+    args = parser.parse_intermixed_args(attach_dashed_keys(argv))
     if args.debug:
         logging.basicConfig(level=logging.DEBUG)
     _check_curve_options(parser, args)

@@ -25,6 +25,7 @@ import gevent
 import gevent.subprocess
 import pytest
 
+from gateway.rpc_command import attach_dashed_keys
 from rpccore import CurveClientKeys, CurveServerKeys, TimeoutExpired, curve_keypair, load_key
 from rpccore._curve import zap_handlers
 from rpccore.green import Client, Server, stream
@@ -34,9 +35,22 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.usefixtures("green_test_timeout")
 
+
+def dashed_keypair(which: int) -> tuple[str, str]:
+    """A key pair whose public (``which=0``) or secret (1) key begins with "-", as 1 in 85 do."""
+    for _ in range(10_000):
+        pair = curve_keypair()
+        if pair[which].startswith("-"):
+            return pair
+    raise AssertionError("no key beginning with '-' in 10,000 pairs")
+
+
 SERVER_PUBLIC, SERVER_SECRET = curve_keypair()
 CLIENT_PUBLIC, CLIENT_SECRET = curve_keypair()
 OTHER_PUBLIC, OTHER_SECRET = curve_keypair()
+DASHED_SERVER_PUBLIC, DASHED_SERVER_SECRET = dashed_keypair(0)
+DASHED_CLIENT_PUBLIC, DASHED_CLIENT_SECRET = dashed_keypair(0)
+DASHED_SECRET = dashed_keypair(1)[1]
 HB = 0.2
 BAD_CALL_TIMEOUT = 0.5  # a client that cannot handshake times out this soon...
 QUIET = 30.0  # ...because its heartbeat is far slower (LostRemote would come first)
@@ -357,6 +371,10 @@ def test_zerogate_rpc_push_to_a_curve_puller(
             "--curve-secret-key takes file:PATH or env:NAME",
         ),
         (
+            ["--curve-server-key", SERVER_PUBLIC, "--curve-secret-key", DASHED_SECRET],
+            "--curve-secret-key takes file:PATH or env:NAME",
+        ),
+        (
             ["--server", "--curve-server-key", SERVER_PUBLIC, "urllib.parse"],
             "--curve-server-key is the server's public key, for clients",
         ),
@@ -384,7 +402,64 @@ def test_zerogate_rpc_curve_usage_errors(argv: list[str], message: str) -> None:
     done = run([*ZEROGATE_RPC, *argv, "tcp://127.0.0.1:1", "quote", "x"])
     assert done.returncode == 2
     assert message in done.stderr
-    assert CLIENT_SECRET not in done.stderr + done.stdout
+    for secret in (CLIENT_SECRET, DASHED_SECRET):
+        assert secret not in done.stderr + done.stdout
+
+
+def test_zerogate_rpc_takes_keys_that_begin_with_a_dash(
+    green_child_processes: GreenChildProcesses, tmp_path: Path
+) -> None:
+    """One Z85 key in 85 begins with "-", which argparse alone would take for an option."""
+    secrets = {"server.key": DASHED_SERVER_SECRET, "client.key": DASHED_CLIENT_SECRET}
+    for name, secret in secrets.items():
+        (tmp_path / name).write_text(secret + "\n")
+    proc = green_child_processes.spawn(
+        [
+            *ZEROGATE_RPC,
+            "--server",
+            "--curve-secret-key",
+            f"file:{tmp_path / 'server.key'}",
+            "--curve-authorized",
+            DASHED_CLIENT_PUBLIC,
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "urllib.parse",
+        ],
+        name="rpc-server",
+    )
+    endpoint = wait_for(green_child_processes, proc, r'bound to "(tcp://[^"]+)"').group(1)
+    wait_for(green_child_processes, proc, r"1 client key authorized")
+    done = run(
+        [
+            *ZEROGATE_RPC,
+            "--curve-server-key",
+            DASHED_SERVER_PUBLIC,
+            "--curve-secret-key",
+            f"file:{tmp_path / 'client.key'}",
+            endpoint,
+            "quote",
+            "a b",
+        ]
+    )
+    assert (done.returncode, done.stdout) == (0, "'a%20b'\n"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--curve-server-key", "-" * 40, "x"], ["--curve-server-key=" + "-" * 40, "x"]),
+        (["--curve-authorized", "-" * 40], ["--curve-authorized=" + "-" * 40]),
+        # Not a key: argparse keeps its own reading and its own errors.
+        (["--curve-server-key", "--server"], ["--curve-server-key", "--server"]),
+        (["--curve-server-key", "-" * 39], ["--curve-server-key", "-" * 39]),
+        (["--curve-server-key"], ["--curve-server-key"]),
+        (["--timeout", "-" * 40], ["--timeout", "-" * 40]),
+        # After "--" every word is a parameter.
+        (["a", "--", "--curve-server-key", "-" * 40], ["a", "--", "--curve-server-key", "-" * 40]),
+    ],
+)
+def test_attach_dashed_keys(argv: list[str], expected: list[str]) -> None:
+    assert attach_dashed_keys(argv) == expected
 
 
 def test_zerogate_rpc_help_documents_the_curve_flags() -> None:
