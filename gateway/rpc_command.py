@@ -64,6 +64,7 @@ from rpccore import (
     load_keys,
     tracing,
 )
+from rpccore._curve import KEY_LENGTH
 from rpccore._naming import ENV_VAR, NamingError, resolve
 from rpccore.green import Client, Publisher, Puller, Pusher, Server, Stream, Subscriber
 
@@ -252,8 +253,7 @@ def _add_curve_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-KEY_OPTIONS = frozenset({"--curve-server-key", "--curve-secret-key", "--curve-authorized"})
-Z85_KEY_LENGTH = 40
+KEY_OPTIONS = ("--curve-server-key", "--curve-secret-key", "--curve-authorized")
 
 
 def attach_dashed_keys(argv: Sequence[str]) -> list[str]:
@@ -261,7 +261,8 @@ def attach_dashed_keys(argv: Sequence[str]) -> list[str]:
 
     The Z85 alphabet includes ``-``, so one key in 85 begins with it, and argparse would take
     such a key for an option ("expected one argument"). A 40-character word after a key option
-    is that option's value; no option of ours is that long. Words after ``--`` are parameters.
+    is that option's value; no option of ours is that long. An option may be shortened, as
+    argparse allows (``--curve-serv``). Words after ``--`` are parameters.
     """
     words = list(argv)
     joined: list[str] = []
@@ -271,13 +272,18 @@ def attach_dashed_keys(argv: Sequence[str]) -> list[str]:
         if word == "--":
             return joined + words[index:]
         value = words[index + 1] if index + 1 < len(words) else ""
-        if word in KEY_OPTIONS and value.startswith("-") and len(value) == Z85_KEY_LENGTH:
+        if value.startswith("-") and len(value) == KEY_LENGTH and _is_key_option(word):
             joined.append(f"{word}={value}")
             index += 2
         else:
             joined.append(word)
             index += 1
     return joined
+
+
+def _is_key_option(word: str) -> bool:
+    # Only the CURVE options begin with "--cu" (--client and --connect share "--c").
+    return word.startswith("--cu") and sum(option.startswith(word) for option in KEY_OPTIONS) == 1
 
 
 def main(argv: Sequence[str]) -> int:

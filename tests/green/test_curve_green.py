@@ -449,6 +449,8 @@ def test_zerogate_rpc_takes_keys_that_begin_with_a_dash(
     [
         (["--curve-server-key", "-" * 40, "x"], ["--curve-server-key=" + "-" * 40, "x"]),
         (["--curve-authorized", "-" * 40], ["--curve-authorized=" + "-" * 40]),
+        (["--curve-serv", "-" * 40], ["--curve-serv=" + "-" * 40]),  # argparse's short form
+        (["--curve-s", "-" * 40], ["--curve-s", "-" * 40]),  # ambiguous: argparse says so
         # Not a key: argparse keeps its own reading and its own errors.
         (["--curve-server-key", "--server"], ["--curve-server-key", "--server"]),
         (["--curve-server-key", "-" * 39], ["--curve-server-key", "-" * 39]),
