@@ -254,15 +254,17 @@ def _add_curve_options(parser: argparse.ArgumentParser) -> None:
 
 
 KEY_OPTIONS = ("--curve-server-key", "--curve-secret-key", "--curve-authorized")
+KEY_WORD_LENGTH = KEY_LENGTH // 2  # 20: longer than any option of ours
 
 
 def attach_dashed_keys(argv: Sequence[str]) -> list[str]:
     """Write ``--curve-server-key KEY`` as ``--curve-server-key=KEY`` when KEY begins with ``-``.
 
     The Z85 alphabet includes ``-``, so one key in 85 begins with it, and argparse would take
-    such a key for an option ("expected one argument"). A 40-character word after a key option
-    is that option's value; no option of ours is that long. An option may be shortened, as
-    argparse allows (``--curve-serv``). Words after ``--`` are parameters.
+    such a key for an option ("expected one argument"). A word of KEY_WORD_LENGTH characters or
+    more after a key option is that option's value, a key or a mistyped one (which the key
+    check then names); no option of ours is that long. An option may be shortened, as argparse
+    allows (``--curve-serv``). Words after ``--`` are parameters.
     """
     words = list(argv)
     joined: list[str] = []
@@ -272,7 +274,7 @@ def attach_dashed_keys(argv: Sequence[str]) -> list[str]:
         if word == "--":
             return joined + words[index:]
         value = words[index + 1] if index + 1 < len(words) else ""
-        if value.startswith("-") and len(value) == KEY_LENGTH and _is_key_option(word):
+        if value.startswith("-") and len(value) >= KEY_WORD_LENGTH and _is_key_option(word):
             joined.append(f"{word}={value}")
             index += 2
         else:

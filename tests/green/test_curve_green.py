@@ -25,7 +25,7 @@ import gevent
 import gevent.subprocess
 import pytest
 
-from gateway.rpc_command import attach_dashed_keys
+from gateway.rpc_command import KEY_WORD_LENGTH, attach_dashed_keys, build_parser
 from rpccore import CurveClientKeys, CurveServerKeys, TimeoutExpired, curve_keypair, load_key
 from rpccore._curve import zap_handlers
 from rpccore.green import Client, Server, stream
@@ -393,6 +393,10 @@ def test_zerogate_rpc_push_to_a_curve_puller(
             "--curve-server-key: expected a Z85 key of 40 characters, got 39",
         ),
         (
+            ["--curve-server-key", DASHED_SERVER_PUBLIC[:-1]],
+            "--curve-server-key: expected a Z85 key of 40 characters, got 39",
+        ),
+        (
             ["--curve-server-key", SERVER_PUBLIC, "--curve-secret-key", "env:ZG_UNSET_KEY_X"],
             "--curve-secret-key: the environment variable ZG_UNSET_KEY_X is not set",
         ),
@@ -453,7 +457,8 @@ def test_zerogate_rpc_takes_keys_that_begin_with_a_dash(
         (["--curve-s", "-" * 40], ["--curve-s", "-" * 40]),  # ambiguous: argparse says so
         # Not a key: argparse keeps its own reading and its own errors.
         (["--curve-server-key", "--server"], ["--curve-server-key", "--server"]),
-        (["--curve-server-key", "-" * 39], ["--curve-server-key", "-" * 39]),
+        (["--curve-server-key", "-" * 39], ["--curve-server-key=" + "-" * 39]),  # a typo
+        (["--curve-server-key", "-" * 19], ["--curve-server-key", "-" * 19]),
         (["--curve-server-key"], ["--curve-server-key"]),
         (["--timeout", "-" * 40], ["--timeout", "-" * 40]),
         # After "--" every word is a parameter.
@@ -462,6 +467,13 @@ def test_zerogate_rpc_takes_keys_that_begin_with_a_dash(
 )
 def test_attach_dashed_keys(argv: list[str], expected: list[str]) -> None:
     assert attach_dashed_keys(argv) == expected
+
+
+def test_no_option_is_as_long_as_a_joined_key() -> None:
+    """What attach_dashed_keys relies on: a word that long after a key option is no option."""
+    options = [name for action in build_parser()._actions for name in action.option_strings]
+    assert "--curve-server-key" in options
+    assert max(map(len, options)) < KEY_WORD_LENGTH
 
 
 def test_zerogate_rpc_help_documents_the_curve_flags() -> None:
