@@ -12,7 +12,8 @@ default: the next port), whose methods are ``CollectorQueries``'s:
 - ``recent(limit=50, service=None, method=None, failed=False)``: the newest traces first, each
   {trace_id, start, duration, spans, errors, root: {svc, m}}; given a service, a method or
   failed, only the traces with a span of them (that failed), among the newest thousand
-  (``trace_store.MAX_SCANNED``, and ``MAX_SCANNED_RECORDS``);
+  (``trace_store.MAX_SCANNED``, and ``MAX_SCANNED_RECORDS``), or with failed, the newest
+  thousand with a failed span;
 - ``stats(minutes=None)``: {svc: {m: {count, errors, rate, p50, p90, p99, buckets, side}}},
   in total or over the last ``minutes`` (1..60); ``rate`` is calls/s over the last 60 s;
 - ``info()``: the collector's counters (received, stored, dropped_malformed, ...), its

@@ -14,6 +14,9 @@ updated trace goes (``evicted`` counts them), as does a trace not updated for ``
   at most 300 bytes each), EXPIRE ``ttl`` from its last record;
 - ``zerogate:traces``: a sorted set of trace ids by start time (``ZADD LT``: a trace's score
   only moves earlier), trimmed to the newest ``max_traces`` and to the last ``ttl`` seconds;
+- ``zerogate:traces:failed``: the same, of the traces with a failed span only, so that a
+  query for failures finds the last ``max_traces`` of them however many traces went well
+  since (written only by batches with a failure);
 - ``zerogate:stats``: a HASH of counters (EXPIRE ``ttl`` from the last write), and
   ``zerogate:stats:{minute}`` one per minute window (kept ``WINDOWS`` minutes). Fields are
   ``side<TAB>service<TAB>method<TAB>counter``, the counter ``n`` (calls), ``e`` (failures) or
@@ -41,6 +44,7 @@ import msgpack
 from .config import DEFAULT_MAX_TRACES, DEFAULT_TRACE_TTL, MemoryStore, RedisStore, TracingConfig
 from .trace_records import (
     BUCKETS,
+    FAILURES,
     Record,
     Side,
     StatsKey,
@@ -107,7 +111,8 @@ class TraceStore(Protocol):
     async def trace(self, trace_id: str) -> list[dict[str, Any]]: ...
 
     async def recent(self, limit: int, where: TraceFilter = EVERY_TRACE) -> list[dict[str, Any]]:
-        """The newest ``limit`` traces that ``where`` matches, of the newest MAX_SCANNED."""
+        """The newest ``limit`` traces that ``where`` matches, of the newest MAX_SCANNED (of
+        the newest MAX_SCANNED with a failed span, when ``where.failed``)."""
         ...
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]: ...
@@ -190,6 +195,7 @@ class MemoryTraceStore:
         self.untallied = 0
         self._clock = clock
         self._traces: OrderedDict[str, _Trace] = OrderedDict()  # least recently updated first
+        self._failed: set[str] = set()  # the ids of traces with a failed span
         self._totals: dict[StatsKey, Tally] = {}
         self._windows: list[_Window] = []  # oldest first, at most WINDOWS
 
@@ -205,7 +211,7 @@ class MemoryTraceStore:
             trace = traces.get(record.tid)
             if trace is None:
                 if len(traces) >= self.max_traces:
-                    traces.popitem(last=False)
+                    self._failed.discard(traces.popitem(last=False)[0])
                     self.evicted += 1
                 trace = traces[record.tid] = _Trace([], record.t0, now)
             else:
@@ -216,6 +222,8 @@ class MemoryTraceStore:
                 continue
             trace.records.append(record)
             trace.start = min(trace.start, record.t0)
+            if record.out in FAILURES:
+                self._failed.add(record.tid)
             kept += 1
             self._tally(record, window)
         return kept
@@ -248,7 +256,7 @@ class MemoryTraceStore:
             first = next(iter(traces.values()))
             if first.updated > oldest:
                 break
-            traces.popitem(last=False)
+            self._failed.discard(traces.popitem(last=False)[0])
 
     async def trace(self, trace_id: str) -> list[dict[str, Any]]:
         self._expire(self._clock())
@@ -260,8 +268,12 @@ class MemoryTraceStore:
     ) -> list[dict[str, Any]]:
         limit = _check_limit(limit)
         self._expire(self._clock())
+        traces = self._traces
+        candidates = (
+            ((tid, traces[tid]) for tid in self._failed) if where.failed else traces.items()
+        )
         newest = heapq.nlargest(
-            MAX_SCANNED if where else limit, self._traces.items(), key=lambda item: item[1].start
+            MAX_SCANNED if where else limit, candidates, key=lambda item: item[1].start
         )
         matching = (tid_trace for tid_trace in newest if where.matches(tid_trace[1].records))
         return [summarize(tid, trace.records) for tid, trace in islice(matching, limit)]
@@ -294,6 +306,7 @@ class MemoryTraceStore:
 
     async def aclose(self) -> None:
         self._traces.clear()
+        self._failed.clear()
 
     def __repr__(self) -> str:
         return (
@@ -363,6 +376,10 @@ class RedisTraceStore:
         return f"{self.prefix}traces"
 
     @property
+    def failed_key(self) -> str:
+        return f"{self.prefix}traces:failed"
+
+    @property
     def stats_key(self) -> str:
         return f"{self.prefix}stats"
 
@@ -382,6 +399,7 @@ class RedisTraceStore:
         now = self._clock()
         by_trace: dict[str, list[bytes]] = {}
         starts: dict[str, float] = {}
+        failed: set[str] = set()
         tallies: dict[StatsKey, Tally] = {}
         stat_keys = self._stat_keys
         for record in records:
@@ -393,6 +411,8 @@ class RedisTraceStore:
             elif record.t0 < starts[tid]:
                 starts[tid] = record.t0
             packed.append(pack_compact(record))
+            if record.out in FAILURES:
+                failed.add(tid)
             key = (record.side, record.svc, record.m)
             tally = tallies.get(key)
             if tally is None:
@@ -414,9 +434,11 @@ class RedisTraceStore:
             packed = by_trace[tid]
             traces += (tid, starts[tid], len(packed), *packed)
         counts = [item for pair in _fields(tallies).items() for item in pair]
+        failures = [item for tid in failed for item in (starts[tid], tid)]
         window = self.window_key(int(now // WINDOW))
         trace_prefix = self.trace_key("")  # the keys concatenated: one is made per trace
-        keys = [self.recent_key, self.stats_key, window, *[trace_prefix + tid for tid in tids]]
+        keys = [self.recent_key, self.stats_key, window, self.failed_key]
+        keys += [trace_prefix + tid for tid in tids]
         args = [
             self.ttl,
             self.max_spans,
@@ -425,6 +447,7 @@ class RedisTraceStore:
             WINDOW * (WINDOWS + 1),
             _pack(traces),
             _pack(counts),
+            _pack(failures),
         ]
         try:
             over = await self._store(keys=keys, args=args)
@@ -467,9 +490,9 @@ class RedisTraceStore:
         self, limit: int = 50, where: TraceFilter = EVERY_TRACE
     ) -> list[dict[str, Any]]:
         limit = _check_limit(limit)
-        members = await self._redis.zrevrange(
-            self.recent_key, 0, (MAX_SCANNED if where else limit) - 1
-        )
+        # Failures have their own list: the newest of them, however many traces went well since.
+        listing = self.failed_key if where.failed else self.recent_key
+        members = await self._redis.zrevrange(listing, 0, (MAX_SCANNED if where else limit) - 1)
         tids = [_text(member) for member in members]
         summaries: list[dict[str, Any]] = []
         gone: list[str] = []
@@ -490,7 +513,7 @@ class RedisTraceStore:
                 elif where.matches(records):
                     summaries.append(summarize(tid, records))
         if gone:
-            await self._redis.zrem(self.recent_key, *gone)
+            await self._redis.zrem(listing, *gone)
         return summaries[:limit]
 
     async def stats(self, minutes: int | None = None) -> dict[str, dict[str, dict[str, Any]]]:
@@ -528,10 +551,11 @@ _SIDES: Final = {side.value: side for side in Side}
 # strings, as Lua wants them anyway.
 _pack: Final = msgpack.Packer(use_bin_type=False).pack
 
-# One batch. KEYS: the recent list, the stats hash, this window's stats hash, then each
-# trace's list. ARGV: ttl, max_spans, max_traces, the oldest start kept, the window's ttl,
-# then msgpack of [trace id, start, count, record, ..., trace id, start, count, ...] (in the
-# order of the trace keys) and of [field, increment, field, increment, ...]. Returns, for
+# One batch. KEYS: the recent list, the stats hash, this window's stats hash, the failed list,
+# then each trace's list. ARGV: ttl, max_spans, max_traces, the oldest start kept, the
+# window's ttl, then msgpack of [trace id, start, count, record, ..., trace id, start, count,
+# ...] (in the order of the trace keys), of [field, increment, field, increment, ...] and of
+# [start, trace id, ...] for the traces with a failed record (usually empty). Returns, for
 # each trace past max_spans, its position and new length. Commands take slices of 1000
 # values: Lua's unpack() has a stack limit of ~8000.
 _STORE: Final = """
@@ -541,7 +565,7 @@ local items = cmsgpack.unpack(ARGV[6])
 local at, i, size = 1, 0, #items
 while at < size do
   i = i + 1
-  local key, last, length = KEYS[i + 3], at + 2 + items[at + 2], 0
+  local key, last, length = KEYS[i + 4], at + 2 + items[at + 2], 0
   for first = at + 3, last, 1000 do
     length = redis.call('RPUSH', key, unpack(items, first, math.min(first + 999, last)))
   end
@@ -568,6 +592,15 @@ if #counts > 0 then
   end
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+local failed = cmsgpack.unpack(ARGV[8])
+if #failed > 0 then
+  for first = 1, #failed, 1000 do
+    redis.call('ZADD', KEYS[4], 'LT', unpack(failed, first, math.min(first + 999, #failed)))
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -keep - 1)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])
+  redis.call('EXPIRE', KEYS[4], ttl)
 end
 return over
 """

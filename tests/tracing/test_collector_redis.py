@@ -55,6 +55,7 @@ async def test_a_batch_lands_as_lists_a_recent_set_and_counters(
                 f"{redis_prefix}trace:{trace_id(1)}",
                 f"{redis_prefix}trace:{trace_id(2)}",
                 f"{redis_prefix}traces",
+                f"{redis_prefix}traces:failed",  # trace 2 failed
                 f"{redis_prefix}stats",
                 f"{redis_prefix}stats:{int(time.time() // 60)}",
             ]
@@ -152,6 +153,40 @@ async def test_the_recent_set_keeps_the_newest_max_traces(
         # entries older than the ttl go
         await store.add([record(9, start=NOW - 90_000)])
         assert await redis.zscore(f"{redis_prefix}traces", trace_id(9)) is None
+    finally:
+        await redis.aclose()
+        await store.aclose()
+
+
+@run_async
+async def test_the_failed_set_keeps_the_newest_max_traces_failures(
+    make_store: Callable[..., RedisTraceStore], redis_url: str, redis_prefix: str
+) -> None:
+    store = make_store(max_traces=3)
+    redis = Redis.from_url(redis_url)
+    failed_key = f"{redis_prefix}traces:failed"
+    try:
+        await store.add([record(n, start=NOW - 100 + n) for n in range(1, 4)])
+        assert await redis.exists(failed_key) == 0  # written only by batches with a failure
+        outcomes = ["error", "timeout", "lost", "ok", "abandoned", "stream", "error"]
+        await store.add(
+            [record(n, start=NOW - 10 + n, out=out) for n, out in enumerate(outcomes, 11)]
+        )
+        assert 0 < await redis.ttl(failed_key) <= store.ttl
+        failures = [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
+        assert failures == [trace_id(17), trace_id(13), trace_id(12)]  # 11 fell off: max 3
+        # a trace's own failure later on lists it, at its start
+        await store.add([record(14, 2, start=NOW - 10 + 14, out="error")])
+        failures = [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
+        assert failures == [trace_id(17), trace_id(14), trace_id(13)]
+        # an entry whose list is gone is skipped and forgotten
+        await redis.delete(f"{redis_prefix}trace:{trace_id(17)}")
+        failures = [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
+        assert failures == [trace_id(14), trace_id(13)]
+        assert await redis.zcard(failed_key) == 2
+        # failures older than the ttl go
+        await store.add([record(19, start=NOW - 90_000, out="error")])
+        assert await redis.zscore(failed_key, trace_id(19)) is None
     finally:
         await redis.aclose()
         await store.aclose()

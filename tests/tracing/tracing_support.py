@@ -150,7 +150,8 @@ class Children:
 async def check_filtered_recent(store: TraceStore, now: float) -> None:
     """What both stores answer to ``recent`` with a filter: the newest traces with a span of
     the service and method (that failed), found across the Redis store's read chunks, and
-    none beyond the newest MAX_SCANNED traces."""
+    none beyond the newest MAX_SCANNED traces, unless it failed: a failure is found however
+    many traces went well since."""
     total = MAX_SCANNED + 50
     records = []
     for n in range(total):
@@ -159,8 +160,9 @@ async def check_filtered_recent(store: TraceStore, now: float) -> None:
         records.append(wire_record(sid=span_id(1), svc="calc", m="add", **common))
         if n % 50 == 0 and n > 0:
             records.append(wire_record(sid=span_id(2), svc="shop", m="buy", out="error", **common))
-        if n == 0:  # beyond the newest MAX_SCANNED: never found
+        if n == 0:  # beyond the newest MAX_SCANNED: found only as a failure
             records.append(wire_record(sid=span_id(3), svc="old", m="thing", **common))
+            records.append(wire_record(sid=span_id(5), svc="old", m="gone", out="lost", **common))
         if n == total - 10:
             http = {"side": "http", "svc": "http", "m": "GET /x"}
             records.append(wire_record(sid=span_id(4), **http, **common))
@@ -179,5 +181,10 @@ async def check_filtered_recent(store: TraceStore, now: float) -> None:
     assert await listed(3, TraceFilter("calc", "buy")) == []  # both on the same span
     assert await listed(3, TraceFilter("http", "GET /x")) == [total - 10]
     assert await listed(3, TraceFilter("old")) == []
+    assert await listed(3, TraceFilter("old", "thing")) == []
+    assert await listed(3, TraceFilter("old", failed=True)) == [0]
+    assert await listed(3, TraceFilter("old", "thing", failed=True)) == []  # it did not fail
+    every_failure = [total - 50 - 50 * k for k in range(total // 50 - 1)] + [0]
+    assert await listed(50, TraceFilter(failed=True)) == every_failure
     (line,) = await store.recent(1, TraceFilter("shop"))
     assert (line["spans"], line["errors"]) == (2, 1)
