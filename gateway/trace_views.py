@@ -516,6 +516,10 @@ def _wanted(where: TraceFilter) -> str:
 def _no_traces(where: TraceFilter) -> str:
     if not where:
         return "No traces yet."
+    if where.failed:  # the stores look through the failed traces alone (trace_store.recent)
+        if where.service is None and where.method is None:
+            return "No failed traces."
+        return f"None of the newest {MAX_SCANNED} failed traces has {_wanted(where)}."
     return f"None of the newest {MAX_SCANNED} traces has {_wanted(where)}."
 
 

@@ -226,9 +226,12 @@ def test_recent_traces_of_one_method(http: httpx.Client, source: FakeSource) -> 
     assert "Traces with a failed call of calc.add" in page
     assert '<a href="traces">all traces</a>' in page
     assert 'href="traces?format=json&amp;service=calc&amp;method=add&amp;failed=1"' in page
-    assert "None of the newest 1000 traces has a failed call of calc.add." in page
+    assert "None of the newest 1000 failed traces has a failed call of calc.add." in page
     assert '<input type="text" name="service" value="calc">' in page  # the form holds it
     assert '<input type="checkbox" name="failed" value="1" checked>' in page
+    assert "No failed traces." in http.get("/traces?failed=1").text
+    page = http.get("/traces?method=add").text
+    assert "None of the newest 1000 traces has a call of add." in page
     source.recent_traces = recent_entries()
     answer = http.get("/traces?service=calc&limit=3&format=json")
     assert len(answer.json()["traces"]) == 2
