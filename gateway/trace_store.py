@@ -561,6 +561,16 @@ _pack: Final = msgpack.Packer(use_bin_type=False).pack
 _STORE: Final = """
 local ttl, limit, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local over, scores = {}, {}
+-- A list of traces by start (the recent one, the failed one): add [start, trace id, ...],
+-- keep the newest max_traces started within the ttl.
+local function index(key, starts)
+  for first = 1, #starts, 1000 do
+    redis.call('ZADD', key, 'LT', unpack(starts, first, math.min(first + 999, #starts)))
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, -keep - 1)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[4])
+  redis.call('EXPIRE', key, ttl)
+end
 local items = cmsgpack.unpack(ARGV[6])
 local at, i, size = 1, 0, #items
 while at < size do
@@ -578,12 +588,7 @@ while at < size do
   scores[#scores + 1] = items[at]
   at = last + 1
 end
-for first = 1, #scores, 1000 do
-  redis.call('ZADD', KEYS[1], 'LT', unpack(scores, first, math.min(first + 999, #scores)))
-end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ttl)
+index(KEYS[1], scores)
 local counts = cmsgpack.unpack(ARGV[7])
 if #counts > 0 then
   for j = 1, #counts, 2 do
@@ -595,12 +600,7 @@ if #counts > 0 then
 end
 local failed = cmsgpack.unpack(ARGV[8])
 if #failed > 0 then
-  for first = 1, #failed, 1000 do
-    redis.call('ZADD', KEYS[4], 'LT', unpack(failed, first, math.min(first + 999, #failed)))
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -keep - 1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ttl)
+  index(KEYS[4], failed)
 end
 return over
 """
