@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,31 @@ def make_store(redis_url: str, redis_prefix: str) -> Callable[..., RedisTraceSto
     return lambda **options: RedisTraceStore(redis_url, prefix=redis_prefix, **options)
 
 
+Opener = Callable[..., AbstractAsyncContextManager[tuple[RedisTraceStore, Redis]]]
+
+
+@pytest.fixture
+def opened(make_store: Callable[..., RedisTraceStore], redis_url: str) -> Opener:
+    """``async with opened(**options) as (store, redis)``: a store and a client of its Redis,
+    to look at the keys, both closed after."""
+
+    @asynccontextmanager
+    async def opened(**options: Any) -> AsyncIterator[tuple[RedisTraceStore, Redis]]:
+        store, redis = make_store(**options), Redis.from_url(redis_url)
+        try:
+            yield store, redis
+        finally:
+            await redis.aclose()
+            await store.aclose()
+
+    return opened
+
+
 @run_async
 async def test_a_batch_lands_as_lists_a_recent_set_and_counters(
-    make_store: Callable[..., RedisTraceStore], redis_url: str, redis_prefix: str
+    opened: Opener, redis_prefix: str
 ) -> None:
-    store = make_store(ttl=3600)
-    redis = Redis.from_url(redis_url)
-    try:
+    async with opened(ttl=3600) as (store, redis):
         assert await store.add([record(1, 1), record(1, 2), record(2, 3, out="error")]) == 3
         assert await keys(redis, redis_prefix) == sorted(
             [
@@ -71,10 +90,7 @@ async def test_a_batch_lands_as_lists_a_recent_set_and_counters(
         records = await store.trace(trace_id(1))
         assert [r["sid"] for r in records] == [span_id(1), span_id(2)]
         assert records[0] == pytest.approx(record(1, 1).to_dict())
-    finally:
-        await redis.aclose()
-        await store.aclose()
-        await store.aclose()  # closing twice is harmless
+    await store.aclose()  # closing twice is harmless
 
 
 @run_async(timeout=20)
@@ -131,11 +147,9 @@ async def test_a_filter_reads_at_most_max_scanned_records(
 
 @run_async
 async def test_the_recent_set_keeps_the_newest_max_traces(
-    make_store: Callable[..., RedisTraceStore], redis_url: str, redis_prefix: str
+    opened: Opener, redis_prefix: str
 ) -> None:
-    store = make_store(max_traces=3)
-    redis = Redis.from_url(redis_url)
-    try:
+    async with opened(max_traces=3) as (store, redis):
         await store.add([record(n, start=NOW - 100 + n) for n in range(1, 6)])
         assert await redis.zcard(f"{redis_prefix}traces") == 3
         lines = await store.recent(10)
@@ -153,19 +167,14 @@ async def test_the_recent_set_keeps_the_newest_max_traces(
         # entries older than the ttl go
         await store.add([record(9, start=NOW - 90_000)])
         assert await redis.zscore(f"{redis_prefix}traces", trace_id(9)) is None
-    finally:
-        await redis.aclose()
-        await store.aclose()
 
 
 @run_async
 async def test_the_failed_set_keeps_the_newest_max_traces_failures(
-    make_store: Callable[..., RedisTraceStore], redis_url: str, redis_prefix: str
+    opened: Opener, redis_prefix: str
 ) -> None:
-    store = make_store(max_traces=3)
-    redis = Redis.from_url(redis_url)
     failed_key = f"{redis_prefix}traces:failed"
-    try:
+    async with opened(max_traces=3) as (store, redis):
         await store.add([record(n, start=NOW - 100 + n) for n in range(1, 4)])
         assert await redis.exists(failed_key) == 0  # written only by batches with a failure
         outcomes = ["error", "timeout", "lost", "ok", "abandoned", "stream", "error"]
@@ -187,26 +196,16 @@ async def test_the_failed_set_keeps_the_newest_max_traces_failures(
         # failures older than the ttl go
         await store.add([record(19, start=NOW - 90_000, out="error")])
         assert await redis.zscore(failed_key, trace_id(19)) is None
-    finally:
-        await redis.aclose()
-        await store.aclose()
 
 
 @run_async
-async def test_a_trace_stops_growing_at_max_spans(
-    make_store: Callable[..., RedisTraceStore], redis_url: str, redis_prefix: str
-) -> None:
-    store = make_store(max_spans=5)
-    redis = Redis.from_url(redis_url)
-    try:
+async def test_a_trace_stops_growing_at_max_spans(opened: Opener, redis_prefix: str) -> None:
+    async with opened(max_spans=5) as (store, redis):
         assert await store.add([record(1, sid) for sid in range(3)]) == 3
         assert await store.add([record(1, sid) for sid in range(3, 8)]) == 2
         assert await redis.llen(f"{redis_prefix}trace:{trace_id(1)}") == 5
         assert store.dropped_spans == 3
         assert [r["sid"] for r in await store.trace(trace_id(1))] == [span_id(n) for n in range(5)]
-    finally:
-        await redis.aclose()
-        await store.aclose()
 
 
 @run_async
@@ -232,11 +231,7 @@ async def test_stats_buckets_and_windows(make_store: Callable[..., RedisTraceSto
 
 
 @run_async
-async def test_a_stored_record_is_at_most_300_bytes(
-    make_store: Callable[..., RedisTraceStore], redis_url: str, redis_prefix: str
-) -> None:
-    store = make_store()
-    redis = Redis.from_url(redis_url)
+async def test_a_stored_record_is_at_most_300_bytes(opened: Opener, redis_prefix: str) -> None:
     four_bytes = "\U0001f600" * 100
     largest = record(
         2,
@@ -252,7 +247,7 @@ async def test_a_stored_record_is_at_most_300_bytes(
         pid=2**32 - 1,
         t2=NOW + 10**8,
     )
-    try:
+    async with opened() as (store, redis):
         await store.add([record(1), largest])
         typical = await redis.lindex(f"{redis_prefix}trace:{trace_id(1)}", 0)
         biggest = await redis.lindex(f"{redis_prefix}trace:{trace_id(2)}", 0)
@@ -266,9 +261,6 @@ async def test_a_stored_record_is_at_most_300_bytes(
         )
         assert usage is not None
         assert usage <= MAX_PACKED_BYTES
-    finally:
-        await redis.aclose()
-        await store.aclose()
 
 
 @run_async(timeout=60)
