@@ -25,7 +25,7 @@ import gevent
 import gevent.subprocess
 import pytest
 
-from gateway.rpc_command import KEY_WORD_LENGTH, attach_dashed_keys, build_parser
+from gateway.rpc_command import KEY_OPTIONS, KEY_WORD_LENGTH, attach_dashed_keys, build_parser
 from rpccore import CurveClientKeys, CurveServerKeys, TimeoutExpired, curve_keypair, load_key
 from rpccore._curve import zap_handlers
 from rpccore.green import Client, Server, stream
@@ -470,10 +470,12 @@ def test_attach_dashed_keys(argv: list[str], expected: list[str]) -> None:
 
 
 def test_no_option_is_as_long_as_a_joined_key() -> None:
-    """What attach_dashed_keys relies on: a word that long after a key option is no option."""
+    """What attach_dashed_keys relies on: a word that long after a key option is no option,
+    KEY_OPTIONS are the parser's, and only they begin with "--cu" (their shortened forms)."""
     options = [name for action in build_parser()._actions for name in action.option_strings]
     assert "--curve-server-key" in options
     assert max(map(len, options)) < KEY_WORD_LENGTH
+    assert {name for name in options if name.startswith("--cu")} == set(KEY_OPTIONS)
 
 
 def test_zerogate_rpc_help_documents_the_curve_flags() -> None:
