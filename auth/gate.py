@@ -22,10 +22,18 @@ id.
 
 The trace views (``/traces``, ``/stats``) show the calls of every service, other callers'
 included, so they need an operator's token: one of scope ``*:*`` (``authorize_operator``).
+
+A browser cannot send a bearer header when it opens a page, so the pages a person reads (the
+trace views, and the docs' data when ``auth.docs`` is ``token``) also take HTTP Basic
+credentials, the token as the password (or as the user name, when the password is empty),
+and their 401s carry a Basic challenge too, so that the browser asks for it. Only there,
+and only on GET and HEAD: a browser sends the credentials it was given with every request to
+the gateway, cross-site ones included, and these pages only read.
 """
 
 from __future__ import annotations
 
+import binascii
 import logging
 from collections.abc import Awaitable
 from typing import Any, Final
@@ -46,6 +54,12 @@ from .verify import TokenInfo, TokenRejected, TokenVerifier
 log = logging.getLogger("zerogate.auth")
 
 REALM: Final = 'Bearer realm="zerogate"'
+# The second challenge of a page's 401, for the browser: it asks for a user name and password.
+BASIC_CHALLENGE: Final = (b"www-authenticate", b'Basic realm="zerogate", charset="UTF-8"')
+# The pages a person reads in a browser (GET and HEAD only): Basic credentials are read there.
+BROWSER_PAGES: Final = frozenset({"/traces", "/stats", "/redoc", "/openapi.json"})
+BROWSER_PAGE_PREFIXES: Final = ("/traces/",)
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
 # Pages that hold no data: public even when the document itself needs a token (a browser
 # cannot send a bearer header when it opens a page).
 DOCS_PAGES: Final = ("/docs", "/docs/assets/")
@@ -71,28 +85,57 @@ def public_paths(config: AuthConfig) -> tuple[frozenset[str], tuple[str, ...]]:
     return frozenset(exact), tuple(prefixes)
 
 
+def is_browser_page(scope: Scope) -> bool:
+    """Whether the request reads a page a person opens in a browser (see the module doc),
+    where Basic credentials are read."""
+    if scope["method"] not in _SAFE_METHODS:
+        return False
+    path = raw_route_path(scope)
+    return path in BROWSER_PAGES or path.startswith(BROWSER_PAGE_PREFIXES)
+
+
 class Credentials:
     """What the request presented."""
 
-    __slots__ = ("conflict", "token", "via_query")
+    __slots__ = ("conflict", "other_scheme", "token", "via_query")
 
     def __init__(self) -> None:
         self.token: str | None = None
         self.conflict = False  # two different tokens (or two Authorization headers)
         self.via_query = False  # no header, but the query string looks like it holds one
+        self.other_scheme: str | None = None  # an Authorization scheme not read here
 
 
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"x-api-key"})
 _QUERY_NAMES: Final = (b"access_token=", b"api_key=", b"apikey=", b"token=")
 
 
-def credentials(scope: Scope) -> Credentials:
+def basic_token(encoded: str) -> str:
+    """The token in Basic credentials (base64 of ``user:password``): the password, or the
+    user name when the password is empty; "" when they are not base64 of that."""
+    try:
+        decoded = binascii.a2b_base64(encoded.encode("ascii"), strict_mode=True)
+        user, colon, password = decoded.decode("utf-8").partition(":")
+    except (UnicodeError, binascii.Error):
+        return ""
+    return (password or user).strip() if colon else ""
+
+
+def credentials(scope: Scope, *, basic: bool = False) -> Credentials:
+    """What the request presented; ``basic``: Basic credentials are read (``is_browser_page``)."""
     found = Credentials()
     seen: list[str] = []
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, rest = value.decode("latin-1").strip().partition(" ")
-            seen.append(rest.strip() if scheme.lower() == "bearer" else "")
+            scheme = scheme.lower()
+            if scheme == "bearer":
+                seen.append(rest.strip())
+            elif scheme == "basic" and basic:
+                seen.append(basic_token(rest.strip()))
+            else:
+                seen.append("")
+                found.other_scheme = scheme
         elif name == b"x-api-key":
             seen.append(value.decode("latin-1").strip())
     if seen:
@@ -207,6 +250,8 @@ class AuthGate:
             if refusal is not None:
                 raise refusal
         except Problem as problem:
+            if problem.status == 401 and is_browser_page(scope):
+                info.response_headers.append(BASIC_CHALLENGE)
             await problem_response(problem, info)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -252,7 +297,7 @@ class AuthGate:
             return None
 
     async def _verify(self, scope: Scope, info: RequestInfo) -> TokenInfo:
-        found = credentials(scope)
+        found = credentials(scope, basic=is_browser_page(scope))
         presented = found.token
         if presented is None:
             detail = "this request needs a token: Authorization: Bearer <token>, or X-API-Key"
@@ -281,7 +326,13 @@ class AuthGate:
         except TokenRejected as rejected:
             self._refused(scope, info, rejected.reason.value, presented)
             await self.failures.hit(address or address_key(_client_address(scope)))
-            raise unauthenticated(f"the token is not valid: {rejected}", "invalid_token") from None
+            detail = f"the token is not valid: {rejected}"
+            if found.other_scheme == "basic" and not presented:
+                detail += " (Basic credentials are read by the trace and docs pages only: send"
+                detail += " Authorization: Bearer <token>)"
+            elif found.other_scheme is not None and not presented:
+                detail += " (the Authorization scheme must be Bearer)"
+            raise unauthenticated(detail, "invalid_token") from None
         except StoreError as exc:
             log.error("token store unavailable (trace_id %s): %s", info.trace.trace_id, exc)
             raise Problem(
@@ -306,7 +357,7 @@ class AuthGate:
 
 
 def _presented(scope: Scope) -> str | None:
-    return credentials(scope).token
+    return credentials(scope, basic=is_browser_page(scope)).token
 
 
 def _client_address(scope: Scope) -> str:

@@ -291,7 +291,8 @@ def banner(
     if auth is not None:
         lines += [
             f"Auth is on: every request but /healthz, /readyz and the docs pages needs a token."
-            f" Here is one, of scope {DEMO_SCOPE} (in /docs: Authorize, then paste it):",
+            f" Here is one, of scope {DEMO_SCOPE} (in /docs: Authorize, then paste it; when"
+            " /traces or /stats asks for a user name and password, it is the password):",
             "",
             f"  {TOKEN_VARIABLE}={auth.token}",
             "",

@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 REALM: Final = 'Bearer realm="zerogate"'
+BASIC_CHALLENGE: Final = 'Basic realm="zerogate", charset="UTF-8"'
 PROBLEM_JSON: Final = "application/problem+json"
 CLI_TIMEOUT: Final = 60.0
 HTTP_TIMEOUT: Final = 15.0
@@ -513,13 +514,24 @@ def assert_problem(answer: Answer, status: int, code: str | None = None) -> dict
     return problem
 
 
-def assert_refused(answer: Answer, status: int, error: str | None = None) -> dict[str, Any]:
+def _challenges(answer: Answer) -> list[str]:
+    if isinstance(answer, RawAnswer):
+        return answer.headers.get("www-authenticate", [])
+    return answer.headers.get_list("www-authenticate")
+
+
+def assert_refused(
+    answer: Answer, status: int, error: str | None = None, *, page: bool = False
+) -> dict[str, Any]:
     """An RFC 6750 refusal: 401 (``error`` None: no credentials, else "invalid_token") or
-    403 ("insufficient_scope"), with its ``WWW-Authenticate`` challenge, as a problem."""
+    403 ("insufficient_scope"), with its ``WWW-Authenticate`` challenge, as a problem. A
+    ``page``'s 401 (one a browser opens: auth.gate.is_browser_page) also asks for Basic."""
     code = {401: "unauthenticated", 403: "permission_denied", 400: "unauthenticated"}[status]
     problem = assert_problem(answer, status, code)
-    expected = REALM if error is None else f'{REALM}, error="{error}"'
-    assert _header(answer, "www-authenticate") == expected, problem
+    expected = [REALM if error is None else f'{REALM}, error="{error}"']
+    if page and status == 401:
+        expected.append(BASIC_CHALLENGE)
+    assert _challenges(answer) == expected, problem
     return problem
 
 

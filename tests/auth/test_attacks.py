@@ -19,6 +19,7 @@ own test in ``test_gate_e2e.py``).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,11 @@ def reader(keys: Keys) -> str:
 
 def full(keys: Keys) -> str:
     return keys.full.token
+
+
+def basic_header(token: str) -> str:
+    """HTTP Basic credentials with ``token`` as the password, as a browser sends them."""
+    return "Basic " + base64.b64encode(f"ops:{token}".encode()).decode()
 
 
 def with_headers(*pairs: tuple[str | bytes, str | bytes | Callable[[Keys], str | bytes]]) -> Any:
@@ -337,6 +343,36 @@ ATTACKS = [
         ),
         invalid(),
     ),
+    # A browser that was given Basic credentials for the trace pages sends them with every
+    # request to the gateway, cross-site ones too: they open the pages and nothing else.
+    Attack(
+        "basic-full-token-post",
+        req(
+            "POST",
+            "/rpc/shop/delete_all",
+            headers=with_headers(("Authorization", lambda k: basic_header(k.full.token))),
+        ),
+        invalid("read by the trace and docs pages only"),
+    ),
+    Attack(
+        "basic-full-token-safe-get",
+        req(
+            "GET",
+            "/rpc/shop/get_secret",
+            headers=with_headers(("Authorization", lambda k: basic_header(k.full.token))),
+        ),
+        invalid("read by the trace and docs pages only"),
+    ),
+    Attack(
+        "basic-full-token-jsonrpc",
+        req(
+            "POST",
+            "/jsonrpc",
+            headers=with_headers(("Authorization", lambda k: basic_header(k.full.token))),
+            body=jsonrpc("shop.delete_all", [], 1),
+        ),
+        invalid("read by the trace and docs pages only"),
+    ),
     Attack(
         "token-scheme",
         req(
@@ -345,7 +381,7 @@ ATTACKS = [
             headers=with_headers(("Authorization", lambda k: f"Token {k.r}")),
             body=ADD,
         ),
-        invalid(),
+        invalid("the Authorization scheme must be Bearer"),
     ),
     Attack(
         "no-scheme",

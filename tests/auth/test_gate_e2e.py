@@ -313,7 +313,7 @@ def test_the_trace_views_need_an_operators_token(
     views = ("/traces", "/traces?service=shop&failed=1", f"/traces/{'ab' * 16}", "/stats")
     with Gateway(config) as gateway, client(gateway) as http:
         for path in views:
-            assert_refused(http.get(path), 401)
+            assert_refused(http.get(path), 401, page=True)
             problem = assert_refused(
                 http.get(path, headers=bearer(caller.token)), 403, "insufficient_scope"
             )
@@ -334,8 +334,12 @@ def test_docs_token_keeps_the_description_behind_a_token(sqlite_setup: AuthSetup
         assert http.get(docs_asset(page.text)).status_code == 200
         assert http.get("/healthz").status_code == 200
         for path in ("/openapi.json", "/redoc", "/readyz"):  # /readyz: not in this public list
-            assert_refused(http.get(path), 401)
+            assert_refused(http.get(path), 401, page=path != "/readyz")
             assert http.get(path, headers=bearer(token.token)).status_code == 200, path
+        # A browser asked for a user name and password is given the token as the password.
+        for path in ("/openapi.json", "/redoc"):
+            assert http.get(path, auth=("me", token.token)).status_code == 200, path
+        assert_refused(http.get("/readyz", auth=("me", token.token)), 401, "invalid_token")
         document = http.get("/openapi.json", headers=bearer(token.token)).json()
         assert "/rpc/shop/add" in document["paths"]
 

@@ -39,8 +39,12 @@ def required(what: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def headless_chromium(profile: Path, *, height: int = 800) -> Iterator[BrowserContext]:
-    """A fresh Chromium profile in ``profile``, a 1280-wide window; closed on the way out."""
+def headless_chromium(
+    profile: Path, *, height: int = 800, login: tuple[str, str] | None = None
+) -> Iterator[BrowserContext]:
+    """A fresh Chromium profile in ``profile``, a 1280-wide window; closed on the way out.
+    ``login``: the (user name, password) a person would type when a page asks for them (a
+    401 with a Basic challenge): Playwright gives them then, and only then."""
     executable = shutil.which("chromium") or (
         "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
     )
@@ -58,6 +62,9 @@ def headless_chromium(profile: Path, *, height: int = 800) -> Iterator[BrowserCo
             args=FLAGS,
             timeout=60_000,
             viewport={"width": 1280, "height": height},
+            http_credentials=(
+                None if login is None else {"username": login[0], "password": login[1]}
+            ),
         )
         context.set_default_timeout(STEP_MS)
         context.set_default_navigation_timeout(STEP_MS)

@@ -6,7 +6,9 @@ The views (a fake ``TraceSource`` holding a hand-made trace: the gateway's HTTP 
 port. Debian's Chromium, driven by Playwright through its own executable, opens the list of
 recent traces, follows the link to the trace and checks the timeline draws every span at its
 depth and in time order, with the failed one in red and named by its exception; then the
-statistics page, which must reload itself. Any request off the server is refused and
+statistics page, which must reload itself. With token auth on, a browser is asked for a
+token (HTTP Basic: the token as the password) and, given an operator's, shows the pages as
+without auth. Any request off the server is refused and
 recorded, and a Content-Security-Policy violation (the inline stylesheet's hash) would show as
 a console error. Screenshots go to ``test-artifacts/`` (ignored by git).
 
@@ -15,13 +17,15 @@ Under CI=true a missing Chromium or Playwright fails these tests; elsewhere they
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import httpx
 import pytest
-from chromium import headless_chromium
+from chromium import STEP_MS, headless_chromium
 from served import ServedApp
 from views_support import (
     A_RUN,
@@ -36,14 +40,24 @@ from views_support import (
     views_app,
 )
 
+from auth.secret import load_hasher
+from auth.store import issue_token, open_token_store
+from auth.wiring import Door
+from gateway.config import parse_config
 from gateway.trace_records import TraceFilter
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Route
 
+try:
+    from playwright.sync_api import Error as PlaywrightError
+except ImportError:  # headless_chromium skips (or fails, under CI) the browser tests
+    PlaywrightError = Exception
+
 REPO: Final = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS: Final = REPO / "test-artifacts"
 RED: Final = "rgb(220, 38, 38)"
+STEP_S: Final = STEP_MS / 1000
 
 
 @pytest.fixture
@@ -245,3 +259,90 @@ def test_statistics_link_to_a_methods_traces_and_the_form_chooses_others(
         page.wait_for_url(f"{served.url}/traces?service=&method=")
         assert source.queries[-1] == ("recent", 50)
         watch.check()  # nothing off the server, no policy violation (form-action 'self')
+
+
+SECRET_VARIABLE: Final = "ZEROGATE_VIEWS_TEST_SECRET"
+
+
+def door_with_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Door, str, str]:
+    """A real door (token auth, a SQLite store in ``tmp_path``) and two tokens: an
+    operator's (scope ``*:*``) and one that may only call ``a.run``."""
+    monkeypatch.setenv(SECRET_VARIABLE, "s" * 40)
+    config = parse_config(
+        "services: {}\n"
+        f"auth: {{mode: token, store: 'sqlite:///{tmp_path}/tokens.db', "
+        f"secret: 'env:{SECRET_VARIABLE}'}}\n"
+    )
+
+    async def issue() -> tuple[str, str]:
+        # A store of its own, closed here: the door's opens in the server's event loop.
+        store = open_token_store(config.auth.store)
+        try:
+            hasher = load_hasher(config.auth.secret)
+            now = time.time()
+            operator = await issue_token(store, hasher, name="ops", scopes=["*:*"], now=now)
+            caller = await issue_token(store, hasher, name="app", scopes=["a:run"], now=now)
+        finally:
+            await store.aclose()
+        return operator.token, caller.token
+
+    operator, caller = asyncio.run(issue())
+    return Door.from_config(config), operator, caller
+
+
+@pytest.mark.slow
+def test_with_auth_on_a_browser_asks_for_a_token_and_shows_the_pages(
+    tmp_path: Path, source: FakeSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    door, operator, caller = door_with_tokens(tmp_path, monkeypatch)
+    with ServedApp(views_app(source, refresh=1, gate=door.gate, closing=door)) as served:
+        # Without a token a page's 401 asks for a user name and password as well.
+        answer = httpx.get(f"{served.url}/traces", timeout=STEP_S)
+        assert answer.status_code == 401
+        assert answer.headers.get_list("www-authenticate") == [
+            'Bearer realm="zerogate"',
+            'Basic realm="zerogate", charset="UTF-8"',
+        ]
+        with headless_chromium(tmp_path / "nobody") as context:
+            watch = Watch(context, served.url)
+            # Chromium takes it as a question for the person at the keyboard; Playwright,
+            # which has nothing to type, answers it by giving up.
+            with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                watch.page(context).goto(f"{served.url}/traces")
+            # Elsewhere (no page: no Basic challenge) the browser just shows the 401.
+            page = watch.page(context)
+            response = page.goto(f"{served.url}/nothing")
+            assert response is not None
+            assert response.status == 401
+            assert "needs a token" in page.locator("body").inner_text()
+        assert source.queries == []
+
+        # A token that may call a method, but not read every caller's traces: 403.
+        with headless_chromium(tmp_path / "caller", login=("app", caller)) as context:
+            page = Watch(context, served.url).page(context)
+            response = page.goto(f"{served.url}/traces")
+            assert response is not None
+            assert response.status == 403
+            assert "needs the scope *:*" in page.locator("body").inner_text()
+        assert source.queries == []
+
+        # The operator types their token as the password: the pages work as without auth.
+        with headless_chromium(tmp_path / "operator", login=("ops", operator)) as context:
+            watch = Watch(context, served.url)
+            page = watch.page(context)
+            response = page.goto(f"{served.url}/traces")
+            assert response is not None
+            assert response.status == 200
+            page.click(f'a[href="traces/{TRACE_ID}"]')
+            page.wait_for_url(f"{served.url}/traces/{TRACE_ID}")
+            assert page.locator("svg.timeline g.span").count() == 5
+            page.goto(f"{served.url}/stats")
+            page.wait_for_selector("svg.sparkline")
+            asked = sum(1 for what, _ in source.queries if what == "stats")
+            deadline = time.monotonic() + 10
+            while sum(1 for what, _ in source.queries if what == "stats") < asked + 2:
+                assert time.monotonic() < deadline, "the statistics page did not reload"
+                page.wait_for_timeout(200)
+            assert page.locator("tbody tr").count() == 2
+            screenshot(page, "stats-page-auth.png")
+            watch.check()

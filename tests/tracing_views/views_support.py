@@ -4,11 +4,12 @@ Starlette app of the views (behind ``observe.Observed``, as in the gateway), to 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from gateway.access_log import NoAccessLog
 from gateway.metrics import Metrics
@@ -129,9 +130,16 @@ class FakeSource:
         return self.current_stats
 
 
-def views_app(source: TraceSource, *, closing: Any = None, refresh: int = 5) -> Observed:
+def views_app(
+    source: TraceSource,
+    *,
+    closing: Any = None,
+    refresh: int = 5,
+    gate: Callable[[ASGIApp], ASGIApp] | None = None,
+) -> Observed:
     """The views as the gateway serves them: behind ``Observed`` (trace headers, the request
-    info problem documents need); ``closing.aclose()`` runs when the app shuts down."""
+    info problem documents need) and ``gate`` (the auth door: ``Door.gate``), if given;
+    ``closing.aclose()`` runs when the app shuts down."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -141,5 +149,7 @@ def views_app(source: TraceSource, *, closing: Any = None, refresh: int = 5) -> 
             if closing is not None:
                 await closing.aclose()
 
-    app = Starlette(routes=trace_routes(source, refresh=refresh), lifespan=lifespan)
+    app: ASGIApp = Starlette(routes=trace_routes(source, refresh=refresh), lifespan=lifespan)
+    if gate is not None:
+        app = gate(app)
     return Observed(app, Metrics(), NoAccessLog())
