@@ -320,6 +320,11 @@ def test_the_trace_views_need_an_operators_token(
             assert "needs the scope *:*" in problem["detail"], problem
         as_operator = bearer(operator.token) | {"Accept": "application/json"}
         assert http.get("/traces", headers=as_operator).json() == {"traces": []}
+        # What a browser sends once asked: the token as a Basic password.
+        json_only = {"Accept": "application/json"}
+        basic_operator = http.get("/traces", auth=("me", operator.token), headers=json_only)
+        assert basic_operator.json() == {"traces": []}
+        assert_refused(http.get("/stats", auth=("me", caller.token)), 403, "insufficient_scope")
         assert http.get("/stats", headers=as_operator).json() == {}
         assert_problem(http.get(f"/traces/{'ab' * 16}", headers=as_operator), 404, "not_found")
         assert http.get("/rpc/shop", headers=bearer(caller.token)).status_code == 200

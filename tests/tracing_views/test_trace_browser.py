@@ -132,6 +132,15 @@ class Watch:
         assert self.errors == []
 
 
+def wait_for_reloads(page: Page, source: FakeSource, reloads: int = 2) -> None:
+    """Until the statistics page has asked the source ``reloads`` more times, by itself."""
+    asked = sum(1 for what, _ in source.queries if what == "stats")
+    deadline = time.monotonic() + 10
+    while sum(1 for what, _ in source.queries if what == "stats") < asked + reloads:
+        assert time.monotonic() < deadline, "the statistics page did not reload"
+        page.wait_for_timeout(200)
+
+
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / name, full_page=True)
@@ -221,11 +230,7 @@ def test_stats_page_draws_charts_and_reloads(browser: BrowserContext, source: Fa
         assert fill == "rgb(30, 64, 175)"  # the stylesheet applies (its hash is allowed)
         screenshot(page, "stats-page.png")
         # It reloads itself: the view asks the source again, with no click.
-        asked = sum(1 for what, _ in source.queries if what == "stats")
-        deadline = time.monotonic() + 10
-        while sum(1 for what, _ in source.queries if what == "stats") < asked + 2:
-            assert time.monotonic() < deadline, "the statistics page did not reload"
-            page.wait_for_timeout(200)
+        wait_for_reloads(page, source)
         page.wait_for_selector("svg.sparkline")
         watch.check()
 
@@ -321,18 +326,14 @@ def test_with_auth_on_a_browser_asks_for_a_token_and_shows_the_pages(
             assert outcome in (401, "net::ERR_INVALID_AUTH_CREDENTIALS"), outcome
             # Elsewhere (no page: no Basic challenge) the browser just shows the 401.
             page = watch.page(context)
-            response = page.goto(f"{served.url}/nothing")
-            assert response is not None
-            assert response.status == 401
+            assert opened(page, f"{served.url}/nothing") == 401
             assert "needs a token" in page.locator("body").inner_text()
         assert source.queries == []
 
         # A token that may call a method, but not read every caller's traces: 403.
         with headless_chromium(tmp_path / "caller", login=("app", caller)) as context:
             page = Watch(context, served.url).page(context)
-            response = page.goto(f"{served.url}/traces")
-            assert response is not None
-            assert response.status == 403
+            assert opened(page, f"{served.url}/traces") == 403
             assert "needs the scope *:*" in page.locator("body").inner_text()
         assert source.queries == []
 
@@ -340,19 +341,13 @@ def test_with_auth_on_a_browser_asks_for_a_token_and_shows_the_pages(
         with headless_chromium(tmp_path / "operator", login=("ops", operator)) as context:
             watch = Watch(context, served.url)
             page = watch.page(context)
-            response = page.goto(f"{served.url}/traces")
-            assert response is not None
-            assert response.status == 200
+            assert opened(page, f"{served.url}/traces") == 200
             page.click(f'a[href="traces/{TRACE_ID}"]')
             page.wait_for_url(f"{served.url}/traces/{TRACE_ID}")
             assert page.locator("svg.timeline g.span").count() == 5
             page.goto(f"{served.url}/stats")
             page.wait_for_selector("svg.sparkline")
-            asked = sum(1 for what, _ in source.queries if what == "stats")
-            deadline = time.monotonic() + 10
-            while sum(1 for what, _ in source.queries if what == "stats") < asked + 2:
-                assert time.monotonic() < deadline, "the statistics page did not reload"
-                page.wait_for_timeout(200)
+            wait_for_reloads(page, source)
             assert page.locator("tbody tr").count() == 2
             screenshot(page, "stats-page-auth.png")
             watch.check()
