@@ -344,10 +344,14 @@ def test_with_auth_on_a_browser_asks_for_a_token_and_shows_the_pages(
             assert opened(page, f"{served.url}/traces") == 200
             page.click(f'a[href="traces/{TRACE_ID}"]')
             page.wait_for_url(f"{served.url}/traces/{TRACE_ID}")
+            page.wait_for_selector("svg.timeline")
             assert page.locator("svg.timeline g.span").count() == 5
             page.goto(f"{served.url}/stats")
+            # Each reload comes a second after the page loaded: count the rows in that second.
             page.wait_for_selector("svg.sparkline")
-            wait_for_reloads(page, source)
             assert page.locator("tbody tr").count() == 2
             screenshot(page, "stats-page-auth.png")
+            wait_for_reloads(page, source)  # with the credentials the browser was given
+            # A reload that was refused would show the problem document, not the table.
+            page.wait_for_selector("tbody tr:nth-child(2) svg.sparkline")
             watch.check()
