@@ -56,14 +56,14 @@ log = logging.getLogger("zerogate.auth")
 REALM: Final = 'Bearer realm="zerogate"'
 # The second challenge of a page's 401, for the browser: it asks for a user name and password.
 BASIC_CHALLENGE: Final = (b"www-authenticate", b'Basic realm="zerogate", charset="UTF-8"')
-# The pages a person reads in a browser (GET and HEAD only): Basic credentials are read there.
-BROWSER_PAGES: Final = frozenset({"/traces", "/stats", "/redoc", "/openapi.json"})
-BROWSER_PAGE_PREFIXES: Final = ("/traces/",)
-_SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
 # Pages that hold no data: public even when the document itself needs a token (a browser
 # cannot send a bearer header when it opens a page).
 DOCS_PAGES: Final = ("/docs", "/docs/assets/")
 DOCS_DATA: Final = ("/openapi.json", "/redoc")
+# The pages a person reads in a browser (GET and HEAD only): Basic credentials are read there.
+BROWSER_PAGES: Final = frozenset({"/traces", "/stats", *DOCS_DATA})
+BROWSER_PAGE_PREFIXES: Final = ("/traces/",)
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
 # Failed authentications allowed per client address: a burst, then this rate.
 FAILURE_RATE: Final = 1.0  # per second
 FAILURE_BURST: Final = 20
