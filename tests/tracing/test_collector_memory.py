@@ -6,9 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tracing_support import check_filtered_recent, run_async, span_id, trace_id, wire_record
+from tracing_support import (
+    check_filtered_recent,
+    failed_trace_ids,
+    run_async,
+    span_id,
+    trace_id,
+    wire_record,
+)
 
-from gateway.trace_records import Record, TraceFilter, parse_record
+from gateway.trace_records import Record, parse_record
 from gateway.trace_store import MemoryTraceStore
 
 
@@ -79,19 +86,16 @@ async def test_failed_traces_are_found_until_evicted_or_expired() -> None:
     clock = FakeClock()
     store = MemoryTraceStore(max_traces=3, ttl=60, clock=clock)
 
-    async def failures() -> list[str]:
-        return [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
-
     await store.add([timed(1, 1.0, out="error"), timed(2, 2.0), timed(3, 3.0, out="timeout")])
-    assert await failures() == [trace_id(3), trace_id(1)]
+    assert await failed_trace_ids(store) == [trace_id(3), trace_id(1)]
     await store.add([timed(4, 4.0)])  # trace 1 is evicted
-    assert await failures() == [trace_id(3)]
+    assert await failed_trace_ids(store) == [trace_id(3)]
     await store.add([timed(2, 2.5, sid=2, out="lost")])  # trace 2 fails later on
-    assert await failures() == [trace_id(3), trace_id(2)]
+    assert await failed_trace_ids(store) == [trace_id(3), trace_id(2)]
     clock.now += 61
-    assert await failures() == []
+    assert await failed_trace_ids(store) == []
     await store.add([timed(5, 5.0, out="abandoned"), timed(6, 6.0, out="stream")])
-    assert await failures() == []  # neither is a failure
+    assert await failed_trace_ids(store) == []  # neither is a failure
 
 
 @run_async

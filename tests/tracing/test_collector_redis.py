@@ -16,7 +16,14 @@ import pytest
 from loopback import free_port
 from redis.asyncio import Redis
 from redis_support import RedisServer
-from tracing_support import check_filtered_recent, run_async, span_id, trace_id, wire_record
+from tracing_support import (
+    check_filtered_recent,
+    failed_trace_ids,
+    run_async,
+    span_id,
+    trace_id,
+    wire_record,
+)
 
 from gateway import trace_store
 from gateway.config import RedisStore, TracingConfig
@@ -182,16 +189,14 @@ async def test_the_failed_set_keeps_the_newest_max_traces_failures(
             [record(n, start=NOW - 10 + n, out=out) for n, out in enumerate(outcomes, 11)]
         )
         assert 0 < await redis.ttl(failed_key) <= store.ttl
-        failures = [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
-        assert failures == [trace_id(17), trace_id(13), trace_id(12)]  # 11 fell off: max 3
+        # 11 fell off: max 3
+        assert await failed_trace_ids(store) == [trace_id(17), trace_id(13), trace_id(12)]
         # a trace's own failure later on lists it, at its start
         await store.add([record(14, 2, start=NOW - 10 + 14, out="error")])
-        failures = [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
-        assert failures == [trace_id(17), trace_id(14), trace_id(13)]
+        assert await failed_trace_ids(store) == [trace_id(17), trace_id(14), trace_id(13)]
         # an entry whose list is gone is skipped and forgotten
         await redis.delete(f"{redis_prefix}trace:{trace_id(17)}")
-        failures = [line["trace_id"] for line in await store.recent(10, TraceFilter(failed=True))]
-        assert failures == [trace_id(14), trace_id(13)]
+        assert await failed_trace_ids(store) == [trace_id(14), trace_id(13)]
         assert await redis.zcard(failed_key) == 2
         # failures older than the ttl go
         await store.add([record(19, start=NOW - 90_000, out="error")])

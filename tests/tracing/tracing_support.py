@@ -147,6 +147,11 @@ class Children:
             proc.wait(timeout=10)
 
 
+async def failed_trace_ids(store: TraceStore, limit: int = 10) -> list[str]:
+    """The ids of the newest ``limit`` traces with a failed span, newest first."""
+    return [line["trace_id"] for line in await store.recent(limit, TraceFilter(failed=True))]
+
+
 async def check_filtered_recent(store: TraceStore, now: float) -> None:
     """What both stores answer to ``recent`` with a filter: the newest traces with a span of
     the service and method (that failed), found across the Redis store's read chunks, and
