@@ -18,13 +18,12 @@ BASIC = BASIC_CHALLENGE[1].decode()
 PAGES = ("/traces", "/traces/0af7651916cd43dd8448eb211c80319c", "/stats", "/redoc", "/openapi.json")
 
 
-def basic(user: str, password: str) -> tuple[bytes, bytes]:
-    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return (b"authorization", f"Basic {pair}".encode())
-
-
 def encoded(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def basic(user: str, password: str) -> tuple[bytes, bytes]:
+    return (b"authorization", f"Basic {encoded(f'{user}:{password}')}".encode())
 
 
 @pytest.mark.parametrize(
