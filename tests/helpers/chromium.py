@@ -9,9 +9,9 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final
 
-import pytest
+from required import required
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
@@ -31,13 +31,6 @@ FLAGS: Final = [
 STEP_MS: Final = 20_000  # every wait of the browser is bounded by this
 
 
-def required(what: str) -> NoReturn:
-    """A missing tool: a failure under CI (which installs it), else a skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is missing; .ci/run installs it")
-    pytest.skip(f"{what} is missing")
-
-
 @contextlib.contextmanager
 def headless_chromium(
     profile: Path, *, height: int = 800, login: tuple[str, str] | None = None
@@ -49,11 +42,11 @@ def headless_chromium(
         "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
     )
     if executable is None:
-        required("Debian's chromium (apt-get install chromium)")
+        required("Debian's chromium is missing (apt-get install chromium; .ci/run does it)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        required("playwright (the test extra)")
+        required("playwright is missing (the test extra; .ci/run installs it)")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             profile,
